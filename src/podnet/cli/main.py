@@ -1,0 +1,48 @@
+"""podnet's entry point: a click group; each verb lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from podnet import __version__
+from podnet.errors import PodnetError
+
+
+class Group(click.Group):
+    """Turns PodnetError (and only it) into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PodnetError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="podnet")
+def cli() -> None:
+    """podnet: Kubernetes pod and service networking, really running on this host, and explained.
+
+    Nodes and pods are named network namespaces (pn-<lab>-...), wired as flannel (VXLAN or host-gw)
+    does; `ip netns exec` works on all of them. Start with `podnet up examples/seed-vxlan.yaml`.
+    """
+
+
+def _register() -> None:
+    from podnet.cli import down, exec_, get, logs, status, up
+
+    for mod in (up, down, get, exec_, logs, status):
+        cli.add_command(mod.command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="podnet")

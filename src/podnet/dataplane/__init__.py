@@ -1,0 +1,1 @@
+"""Side effects only: network namespaces, links, addresses, routes, rules, processes, files."""

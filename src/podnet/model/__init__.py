@@ -1,0 +1,1 @@
+"""Pure model: the cluster and its Kubernetes objects, loading, validation, defaults and IPAM."""
