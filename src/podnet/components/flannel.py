@@ -3,7 +3,7 @@
 Like flanneld it owns the node's overlay state: it publishes subnet.env, keeps flannel.1 (vxlan) and,
 for every other node of the lab, the route, the permanent neighbour and the FDB entry (or, host-gw, the
 route via the node IP), and removes its routes to nodes that left. It reconciles whenever the store's
-revision moves and every 10 s, so a route deleted by hand comes back as it would with flanneld.
+revision moves and every 2 s, so a route deleted by hand comes back as it would with flanneld.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from podnet.compile.state import NetnsSpec
 from podnet.dataplane import lab as labrt
 from podnet.dataplane.apply import Applier
 
-RESYNC = 10.0
+RESYNC = 2.0
 
 
 def log(msg: str) -> None:

@@ -143,7 +143,7 @@ class Applier:
                         "master": changes.get("master", cur["master"])})
         if spec.hairpin is not None:
             try:
-                h.ipr.brport("set", index=cur["index"], hairpin_mode=int(spec.hairpin))
+                h.ipr.brport("set", index=cur["index"], mode=int(spec.hairpin))  # IFLA_BRPORT_MODE: hairpin
             except NetlinkError as e:
                 raise _fail(h, f"setting hairpin on {spec.name}", e) from None
 

@@ -137,6 +137,7 @@ class UpResult:
 
 def up(files: list[str], progress: Progress = lambda s: None) -> UpResult:
     t0 = time.monotonic()
+    netns.require_root()
     docs = load_files(files)
     manifests = parse_docs(docs)
     if manifests.cluster is None:

@@ -18,6 +18,7 @@ from podnet.model.manifest import Manifests
 from podnet.model.meta import ObjectMeta
 from podnet.model.netpol import NetworkPolicy
 from podnet.model.service import EndpointSlice, Service
+from podnet.model.source import line_of
 from podnet.model.workloads import Container, Deployment, Namespace, Pod, PodSpec
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -126,7 +127,10 @@ def _cluster_error(cluster: Cluster, field_: str, msg: str) -> PodnetError:
 
 
 def _pod_error(pod: Pod, field_: str, msg: str) -> PodnetError:
-    return PodnetError(msg, where=pod.source or None, obj=f"Pod {pod.key}", field=field_)
+    where = pod.source or None
+    if pod.doc is not None and not pod.owner:
+        where = pod.doc.where(line_of(pod.doc.body, field_))
+    return PodnetError(msg, where=where, obj=f"Pod {pod.key}", field=field_)
 
 
 def _check_underlay(cluster: Cluster) -> None:

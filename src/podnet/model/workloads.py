@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from podnet.model.fields import Context, Fields, check_name
 from podnet.model.meta import ObjectMeta, parse_meta
+from podnet.model.source import Doc
 
 POD_IP_ANNOTATION = "podnet.dev/ip"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -67,6 +68,7 @@ class Pod:
     spec: PodSpec
     owner: str = ""          # "Deployment/<name>" for generated pods
     source: str = ""         # file:line
+    doc: Doc | None = field(default=None, repr=False, compare=False)   # for field line numbers
 
     @property
     def key(self) -> str:
@@ -168,7 +170,7 @@ def parse_pod(ctx: Context, body: Fields) -> Pod:
             ipaddress.IPv4Address(ip)
         except ValueError:
             raise ctx.error(f"metadata.annotations.{POD_IP_ANNOTATION}", f"invalid IP address {ip!r}") from None
-    return Pod(meta=meta, spec=spec, source=ctx.where() or "")
+    return Pod(meta=meta, spec=spec, source=ctx.where() or "", doc=ctx.doc)
 
 
 def parse_deployment(ctx: Context, body: Fields) -> Deployment:
