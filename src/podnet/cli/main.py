@@ -40,9 +40,11 @@ def cli() -> None:
 
 def _register() -> None:
     from podnet.cli import down, exec_, get, logs, status, up
+    from podnet.cli.proxy import proxy
 
     for mod in (up, down, get, exec_, logs, status):
         cli.add_command(mod.command)
+    cli.add_command(proxy)
 
 
 _register()

@@ -43,6 +43,14 @@ class NetnsHandle:
     def refresh(self) -> None:
         self._links = None
 
+    def learn(self, ifname: str) -> dict:
+        """Read one link into the cache (cheaper than re-dumping every link)."""
+        msgs = self.ipr.link("get", ifname=ifname)
+        info = _link_info(msgs[0])
+        if self._links is not None:
+            self._links[ifname] = info
+        return info
+
     def index(self, ifname: str) -> int:
         info = self.links().get(ifname)
         if info is None:
@@ -123,8 +131,7 @@ class Applier:
             if spec.kind == "peer":
                 raise PodnetError(f"{h.name}: interface {spec.name} is missing (its veth peer was not created)")
             self._create(h, spec)
-            h.refresh()
-            cur = h.links()[spec.name]
+            cur = h.learn(spec.name)
         changes: dict = {}
         if spec.mtu and cur["mtu"] != spec.mtu:
             changes["mtu"] = spec.mtu

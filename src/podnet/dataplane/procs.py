@@ -36,8 +36,7 @@ def start_builtin(ns: str, pod: str, pod_ip: str, ports: list[tuple[int, str]], 
 
     log_fd = _open_log(log_path)
     r, w = os.pipe()
-    gc.collect()
-    gc.freeze()   # keep the child's copy-on-write pages shared
+    gc.freeze()   # the child's collector leaves the parent's objects (and their pages) alone
     pid = os.fork()
     if pid == 0:  # child
         code = 1
