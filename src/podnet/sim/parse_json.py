@@ -1,0 +1,59 @@
+"""Shared helpers for the JSON dumps (``ip -j``, ``bridge -j``, ``nft -j``): errors name file and line."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+from podnet.sim.snapshot import IPAddress, IPNetwork, SnapshotError
+
+
+def load_json(text: str, source: str) -> Any:
+    """Parse JSON; empty text is ``[]`` (a command with nothing to show prints nothing)."""
+    if not text.strip():
+        return []
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SnapshotError(f"invalid JSON: {e.msg} (column {e.colno})", where=f"{source}:{e.lineno}") from None
+
+
+def load_json_array(text: str, source: str) -> list[dict[str, Any]]:
+    data = load_json(text, source)
+    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+        raise SnapshotError("expected a JSON array of objects (the output of a -j command)",
+                            where=f"{source}:1")
+    return data
+
+
+def entry_error(source: str, index: int, entry: dict[str, Any], msg: str) -> SnapshotError:
+    name = entry.get("ifname") or entry.get("dst") or entry.get("mac")
+    label = f"entry {index + 1}" + (f" ({name})" if name else "")
+    return SnapshotError(f"{label}: {msg}", where=source)
+
+
+def ip(value: Any, source: str, index: int, entry: dict[str, Any]) -> IPAddress:
+    try:
+        return ipaddress.ip_address(str(value))
+    except ValueError:
+        raise entry_error(source, index, entry, f"bad IP address {value!r}") from None
+
+
+def opt_ip(value: Any, source: str, index: int, entry: dict[str, Any]) -> IPAddress | None:
+    return None if value in (None, "") else ip(value, source, index, entry)
+
+
+def network(value: str, source: str, index: int, entry: dict[str, Any], *,
+            prefixlen: int | None = None) -> IPNetwork:
+    spec = value if prefixlen is None or "/" in value else f"{value}/{prefixlen}"
+    try:
+        return ipaddress.ip_network(spec, strict=False)
+    except ValueError:
+        raise entry_error(source, index, entry, f"bad prefix {spec!r}") from None
+
+
+def require(entry: dict[str, Any], key: str, source: str, index: int) -> Any:
+    if key not in entry:
+        raise entry_error(source, index, entry, f"missing {key!r}")
+    return entry[key]
