@@ -223,4 +223,4 @@ def test_large_kube_proxy_ruleset_parses_whole() -> None:
     nat = ipt.tables["nat"]
     assert len(nat.chains) == 6004
     assert sum(len(c.rules) for c in nat.chains.values()) == 17003
-    assert nat.chains["KUBE-SERVICES"].rules[999].comment == "ns9/svc999:http cluster IP"
+    assert nat.chains["KUBE-SERVICES"].rules[999].comment == "ns49/svc999:http cluster IP"
