@@ -23,7 +23,7 @@ from podnet.errors import PodnetError
 from podnet.model import k8s, names
 from podnet.model.lab import Lab, PlacedPod, resolve
 from podnet.model.manifest import parse_docs
-from podnet.model.source import Doc, Mapping, Sequence, load_files
+from podnet.model.source import Doc, load_files, plain, rebuild
 from podnet.store.kv import Store
 
 RUN_DIR = os.environ.get("PODNET_RUN_DIR", "/run/podnet")
@@ -69,26 +69,6 @@ def default_lab(name: str | None) -> str:
 
 
 # -- the declared objects, kept in the store -------------------------------------------------------
-def _plain(v):
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
-
-
-def _rebuild(v, line: int):
-    if isinstance(v, dict):
-        m = Mapping((k, _rebuild(x, line)) for k, x in v.items())
-        m.line, m.key_lines = line, {}
-        return m
-    if isinstance(v, list):
-        s = Sequence(_rebuild(x, line) for x in v)
-        s.line = line
-        return s
-    return v
-
-
 def _object_key(doc: Doc) -> str:
     meta = doc.body.get("metadata") or {}
     kind = doc.body.get("kind", "")
@@ -103,7 +83,7 @@ def stored_docs(store: Store) -> list[Doc]:
     docs = []
     for i, it in enumerate(items):
         path, line = it.value["source"].rsplit(":", 1) if ":" in it.value["source"] else (it.value["source"], "1")
-        docs.append(Doc(path, i, _rebuild(it.value["body"], int(line) if line.isdigit() else 1)))
+        docs.append(Doc(path, i, rebuild(it.value["body"], int(line) if line.isdigit() else 1)))
     # the Cluster first, then the rest in their declaration order
     docs.sort(key=lambda d: (d.body.get("kind") != "Cluster", 0))
     return docs
@@ -201,7 +181,7 @@ def _save(store: Store, lab: Lab, docs: list[Doc]) -> None:
     for d in docs:
         key = _object_key(d)
         keys.append(key)
-        store.put(key, {"source": d.where(), "body": _plain(d.body)})
+        store.put(key, {"source": d.where(), "body": plain(d.body)})
     prev = store.get("/podnet/order")
     order = list(prev.value) if prev else []
     order += [k for k in keys if k not in order]

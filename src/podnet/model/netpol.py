@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from podnet.model.fields import Context, Fields
 from podnet.model.meta import ObjectMeta, parse_meta
+from podnet.model.source import plain
 
 
 @dataclass
@@ -24,12 +25,5 @@ def parse_networkpolicy(ctx: Context, body: Fields) -> NetworkPolicy:
     meta = parse_meta(ctx, body, namespaced=True)
     spec = body.map("spec")
     spec.check({"podSelector", "policyTypes", "ingress", "egress"})
-    return NetworkPolicy(meta=meta, spec=_plain(spec.data), source=ctx.where() or "")
+    return NetworkPolicy(meta=meta, spec=plain(spec.data), source=ctx.where() or "")
 
-
-def _plain(v):  # Mapping/Sequence -> dict/list, for storing
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v

@@ -53,6 +53,28 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def plain(v: Any) -> Any:
+    """Mapping/Sequence -> plain dict/list (for storing)."""
+    if isinstance(v, dict):
+        return {str(k): plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [plain(x) for x in v]
+    return v
+
+
+def rebuild(v: Any, line: int) -> Any:
+    """Plain dict/list -> Mapping/Sequence attributed to ``line`` (a stored document read back)."""
+    if isinstance(v, dict):
+        m = Mapping((k, rebuild(x, line)) for k, x in v.items())
+        m.line, m.key_lines = line, {}
+        return m
+    if isinstance(v, list):
+        s = Sequence(rebuild(x, line) for x in v)
+        s.line = line
+        return s
+    return v
+
+
 @dataclass(frozen=True)
 class Doc:
     """One YAML document of a file."""
