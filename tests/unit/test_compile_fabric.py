@@ -24,7 +24,7 @@ def test_seed_matches_the_article():
     assert pods == {"pod-a": ("node1", "10.244.1.5"), "pod-b": ("node2", "10.244.2.8"),
                     "pod-c": ("node2", "10.244.2.9")}
     assert [(n.name, str(n.ip)) for n in lab.nodes] == [("node1", "192.168.1.10"), ("node2", "192.168.1.11")]
-    assert [s.cluster_ip for s in lab.services] == ["10.96.45.67"]
+    assert [s.cluster_ip for s in lab.services] == ["10.96.45.67", "10.96.0.10"]   # + kube-system/kube-dns
 
 
 def test_vxlan_node_state_is_flannels():
@@ -51,7 +51,8 @@ def test_pod_wiring_and_mtu():
     specs = fabric.compile_lab(lab)
     n2 = spec_of(specs, "pn-seed-node2")
     veths = [link for link in n2.links if link.kind == "veth"]
-    assert len(veths) == 2 and all(v.master == "cni0" and v.hairpin and v.mtu == 1450 for v in veths)
+    assert len(veths) == 3 and all(   # pod-b, pod-c and a coredns replica
+        v.master == "cni0" and v.hairpin and v.mtu == 1450 for v in veths)
     assert all(v.name.startswith("veth") and len(v.name) == 12 for v in veths)
     pod_b = spec_of(specs, "pn-seed-default-pod-b")
     assert [(a.dev, a.ip, a.prefixlen) for a in pod_b.addrs] == [("eth0", "10.244.2.8", 24)]

@@ -88,6 +88,18 @@ def test_names_fit_kernel_limits():
 
 def test_component_pods_are_hostnetwork_in_kube_system():
     lab = lab_of(CLUSTER)
-    comps = [p for p in lab.pods if p.component]
-    assert [p.key for p in comps] == [f"kube-system/kube-flannel-{n}" for n in ("n1", "n2", "n3")]
-    assert all(p.host_network and p.netns == lab.node(p.node).netns for p in comps)
+    comps = [p for p in lab.pods if p.component and p.host_network]
+    assert [p.key for p in comps] == [f"kube-system/{c}-{n}" for n in ("n1", "n2", "n3")
+                                      for c in ("kube-flannel", "kube-proxy")]
+    assert all(p.netns == lab.node(p.node).netns for p in comps)
+
+
+def test_cluster_dns_is_two_replicas_on_different_nodes_behind_kube_dns():
+    lab = lab_of(CLUSTER)
+    dns = [p for p in lab.pods if p.component == "coredns"]
+    assert len(dns) == 2 and len({p.node for p in dns}) == 2
+    assert all(not p.host_network and p.namespace == "kube-system" and p.pod.meta.labels["k8s-app"] == "kube-dns"
+               and p.ip in lab.node(p.node).pod_cidr for p in dns)
+    svc = next(s for s in lab.services if s.key == "kube-system/kube-dns")
+    assert svc.cluster_ip == str(lab.cluster.networking.dns_ip)
+    assert [(p.port, p.protocol) for p in svc.ports][:2] == [(53, "UDP"), (53, "TCP")]

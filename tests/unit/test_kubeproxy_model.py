@@ -120,7 +120,7 @@ def test_derived_slices_named_target_port_per_pod_and_readiness() -> None:
     # pods are grouped by their port mapping; pod c has no "http" port: its slice has no ports (as upstream)
     assert sorted(tuple(p.port for p in s.ports) for s in slices) == [(), (8080,), (9090,)]
     assert all(s.derived and s.meta.name.startswith("w-") for s in slices)
-    (port,) = rs.ports()
+    (port,) = [p for p in rs.ports() if p.service_key == "default/w"]
     assert [(e.key, e.ready, e.node_name) for e in port.endpoints] == [
         ("10.244.1.7:8080", True, "node1"), ("10.244.2.7:9090", False, "node2")]
 

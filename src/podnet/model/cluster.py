@@ -55,6 +55,7 @@ class Networking:
     underlay_subnet: ipaddress.IPv4Network | None = None
     underlay_gateway: ipaddress.IPv4Address | None = None
     lb_pool: ipaddress.IPv4Network | None = None
+    cluster_dns: bool = True          # the coredns pods and Service kube-system/kube-dns
 
     @property
     def pod_mtu(self) -> int:
@@ -83,7 +84,7 @@ def parse_cluster(ctx: Context, body: Fields) -> Cluster:
                         f"{LAB_NAME_MAX} lowercase alphanumerics and '-' (it prefixes every namespace name)")
     net = body.map("networking")
     net.check({"podSubnet", "serviceSubnet", "backend", "kubeProxyMode", "mtu", "dnsDomain", "dnsIP",
-               "nodeCIDRMaskSize", "underlaySubnet", "underlayGateway", "loadBalancerPool"})
+               "nodeCIDRMaskSize", "underlaySubnet", "underlayGateway", "loadBalancerPool", "clusterDNS"})
     pod_subnet = net.network("podSubnet", default="10.244.0.0/16")
     svc_subnet = net.network("serviceSubnet", default="10.96.0.0/12")
     assert pod_subnet and svc_subnet
@@ -108,7 +109,8 @@ def parse_cluster(ctx: Context, body: Fields) -> Cluster:
                             kube_proxy_mode=mode, mtu=mtu, dns_domain=domain.strip("."), dns_ip=dns_ip,
                             node_cidr_mask=mask, underlay_subnet=net.network("underlaySubnet"),
                             underlay_gateway=net.address("underlayGateway"),
-                            lb_pool=net.network("loadBalancerPool"))
+                            lb_pool=net.network("loadBalancerPool"),
+                            cluster_dns=bool(net.bool("clusterDNS", True)))
 
     nodes: list[NodeSpec] = []
     for nf in body.maps("nodes"):

@@ -17,9 +17,9 @@ from podnet.model.ipam import PodAllocator, gateway, node_cidrs
 from podnet.model.manifest import Manifests
 from podnet.model.meta import ObjectMeta
 from podnet.model.netpol import NetworkPolicy
-from podnet.model.service import EndpointSlice, Service
+from podnet.model.service import EndpointSlice, Service, ServicePort
 from podnet.model.source import line_of
-from podnet.model.workloads import Container, Deployment, Namespace, Pod, PodSpec
+from podnet.model.workloads import Container, ContainerPort, Deployment, Namespace, Pod, PodSpec
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -182,16 +182,55 @@ def expand_deployment(d: Deployment) -> list[Pod]:
 
 
 def component_pods(cluster: Cluster) -> list[tuple[Pod, str]]:
-    """The cluster's own components, as hostNetwork pods in kube-system, one per node."""
+    """The cluster's own per-node components, as hostNetwork pods in kube-system (DaemonSets).
+
+    The second item is the component's module under ``podnet.components``.
+    """
     out = []
-    backend = cluster.networking.backend
+    net = cluster.networking
     for n in cluster.nodes:
-        if backend in ("vxlan", "host-gw"):
-            meta = ObjectMeta(name=f"kube-flannel-{n.name}", namespace="kube-system",
-                              labels={"app": "flannel", "k8s-app": "flannel", "tier": "node"})
-            spec = PodSpec(containers=[Container(name="kube-flannel")], node_name=n.name, host_network=True)
-            out.append((Pod(meta=meta, spec=spec, owner="DaemonSet/kube-flannel-ds"), "flannel"))
+        if net.backend in ("vxlan", "host-gw"):
+            out.append((_daemon_pod("kube-flannel", n.name, {"app": "flannel", "k8s-app": "flannel", "tier": "node"},
+                                    "kube-flannel-ds"), "flannel"))
+        if net.kube_proxy_mode != "none":
+            out.append((_daemon_pod("kube-proxy", n.name, {"k8s-app": "kube-proxy"}, "kube-proxy"), "kubeproxy"))
     return out
+
+
+def _daemon_pod(prefix: str, node: str, labels: dict[str, str], daemonset: str) -> Pod:
+    meta = ObjectMeta(name=f"{prefix}-{node}", namespace="kube-system", labels=dict(labels))
+    spec = PodSpec(containers=[Container(name=prefix)], node_name=node, host_network=True)
+    return Pod(meta=meta, spec=spec, owner=f"DaemonSet/{daemonset}")
+
+
+DNS_LABELS = {"k8s-app": "kube-dns"}
+DNS_REPLICAS = 2
+
+
+def dns_pods(cluster: Cluster) -> list[Pod]:
+    """The cluster DNS: Deployment kube-system/coredns, two replicas on different nodes (pod network)."""
+    thash = names.template_hash("coredns/podnet.components.coredns")
+    ports = [ContainerPort(53, "UDP", "dns"), ContainerPort(53, "TCP", "dns-tcp"),
+             ContainerPort(9153, "TCP", "metrics")]
+    pods = []
+    if not cluster.networking.cluster_dns:
+        return []
+    for i in range(min(DNS_REPLICAS, len(cluster.nodes))):
+        meta = ObjectMeta(name=names.replica_name("coredns", thash, i), namespace="kube-system",
+                          labels={**DNS_LABELS, "pod-template-hash": thash})
+        spec = PodSpec(containers=[Container(name="coredns", ports=list(ports))], node_name=cluster.nodes[i].name)
+        pods.append(Pod(meta=meta, spec=spec, owner="Deployment/coredns"))
+    return pods
+
+
+def dns_service(cluster: Cluster) -> Service:
+    """Service kube-system/kube-dns at networking.dnsIP, UDP and TCP 53 (and metrics), as kubeadm makes it."""
+    meta = ObjectMeta(name="kube-dns", namespace="kube-system",
+                      labels={**DNS_LABELS, "kubernetes.io/name": "CoreDNS"})
+    ports = [ServicePort(53, "UDP", "dns", 53), ServicePort(53, "TCP", "dns-tcp", 53),
+             ServicePort(9153, "TCP", "metrics", 9153)]
+    return Service(meta=meta, cluster_ip=str(cluster.networking.dns_ip), ports=ports,
+                   selector=dict(DNS_LABELS))
 
 
 def resolve(m: Manifests, previous: dict[str, tuple[str, str]] | None = None) -> Lab:
@@ -212,6 +251,10 @@ def resolve(m: Manifests, previous: dict[str, tuple[str, str]] | None = None) ->
 
     user_pods = list(m.pods)
     pod_names = {p.key: p for p in user_pods}
+    for p in dns_pods(cluster):
+        if p.key not in pod_names:
+            user_pods.append(p)
+            pod_names[p.key] = p
     deploy_names: set[str] = set()
     for d in m.deployments:
         if d.meta.namespace not in namespaces:
@@ -301,9 +344,13 @@ def resolve(m: Manifests, previous: dict[str, tuple[str, str]] | None = None) ->
         else:
             pods.append(PlacedPod(pod=p, node=node, ip=ip,
                                   netns=names.pod_ns(cluster.name, p.meta.namespace, p.meta.name),
-                                  host_veth=names.host_veth(cluster.name, p.meta.namespace, p.meta.name)))
+                                  host_veth=names.host_veth(cluster.name, p.meta.namespace, p.meta.name),
+                                  component="coredns" if p.owner == "Deployment/coredns" else ""))
+    services = list(m.services)
+    if cluster.networking.cluster_dns and not any(s.key == "kube-system/kube-dns" for s in services):
+        services.append(dns_service(cluster))
     lab = Lab(cluster=cluster, nodes=lab_nodes, namespaces=namespaces, pods=pods, deployments=list(m.deployments),
-              services=list(m.services), endpointslices=list(m.endpointslices),
+              services=services, endpointslices=list(m.endpointslices),
               networkpolicies=list(m.networkpolicies), warnings=list(m.warnings))
     _check_names(lab)
     return lab
