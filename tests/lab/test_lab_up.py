@@ -74,12 +74,14 @@ def test_host_gw_is_plain_ip_on_the_underlay(make_lab):
 
 def test_names_and_node_tools(make_lab):
     lab = make_lab()
-    assert set(lab.namespaces()) == {lab.ns(s) for s in ("underlay", "node1", "node2", "default-pod-a",
-                                                          "default-pod-b", "default-pod-c")}
+    dns = {n for n in lab.namespaces() if n.startswith(lab.ns("kube-system-coredns-"))}
+    assert len(dns) == 2   # the cluster DNS replicas
+    assert set(lab.namespaces()) - dns == {lab.ns(s) for s in ("underlay", "node1", "node2", "default-pod-a",
+                                                                "default-pod-b", "default-pod-c")}
     veths = lab.node("node2", "ip", "-o", "link", "show", "type", "veth").stdout
-    assert veths.count(" veth") == 2 and "master cni0" in veths
+    assert veths.count(" veth") == 3 and "master cni0" in veths   # pod-b, pod-c, a coredns replica
     brctl = lab.node("node2", "brctl", "show", "cni0").stdout
-    assert brctl.count("veth") == 2
+    assert brctl.count("veth") == 3
     assert "hairpin on" in lab.node("node2", "bridge", "-d", "link", "show").stdout
     assert '"type": "flannel"' in lab.node("node1", "sh", "-c", "cat /etc/cni/net.d/*").stdout
     assert lab.node("node1", "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"

@@ -40,10 +40,13 @@ def cli() -> None:
 
 def _register() -> None:
     from podnet.cli import down, exec_, get, logs, status, up
+    from podnet.cli.apply import apply_command, delete_command
     from podnet.cli.proxy import proxy
 
     for mod in (up, down, get, exec_, logs, status):
         cli.add_command(mod.command)
+    cli.add_command(apply_command)
+    cli.add_command(delete_command)
     cli.add_command(proxy)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from podnet.compile import flannel
+from podnet.compile import dns, flannel
 from podnet.compile.state import AddrSpec, LinkSpec, NetnsSpec, RouteSpec, VethPeer
 from podnet.model import names
 from podnet.model.lab import Lab, LabNode, PlacedPod
@@ -80,6 +80,7 @@ def pod(lab: Lab, p: PlacedPod) -> NetnsSpec:
     spec.links.append(LinkSpec("eth0", "peer", mtu=lab.cluster.networking.pod_mtu))
     spec.addrs.append(AddrSpec("eth0", str(p.ip), n.pod_cidr.prefixlen))
     spec.routes.append(RouteSpec("default", via=str(n.gateway), dev="eth0"))
+    spec.files["resolv.conf"] = dns.resolv_conf(lab, p)
     return spec
 
 

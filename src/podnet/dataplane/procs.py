@@ -116,8 +116,9 @@ def start_command(ns: str, argv: list[str], log_path: str, env: dict[str, str] |
     return proc.pid
 
 
-def alive(pid: int, ns: str | None = None) -> bool:
-    """True if ``pid`` runs (not a zombie) and, when ``ns`` is given, lives in that namespace."""
+def alive(pid: int, ns: str | None = None, *, inode: int | None = None) -> bool:
+    """True if ``pid`` runs (not a zombie) and, when ``ns`` (or its ``inode``) is given, lives in that
+    namespace."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
@@ -125,11 +126,15 @@ def alive(pid: int, ns: str | None = None) -> bool:
         return False
     if state in ("Z", "X"):
         return False
-    if ns is None:
+    if ns is None and inode is None:
         return True
-    want = netns.inode(ns)
+    if inode is None:
+        got = netns.inode(ns) if ns else None
+        if got is None:
+            return False
+        inode = got[1]
     try:
-        return want is not None and os.stat(f"/proc/{pid}/ns/net").st_ino == want[1]
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == inode
     except OSError:
         return False
 
