@@ -301,8 +301,13 @@ def _doc_kind_key(d: Doc) -> tuple[str, str]:
 
 def apply(files: list[str], lab_name: str | None = None, progress: Progress = lambda s: None) -> list[Change]:
     """``kubectl apply -f``: add or replace the files' objects in a running lab and converge it."""
+    return apply_docs(load_files(files), lab_name, progress)
+
+
+def apply_docs(new_docs: list[Doc], lab_name: str | None = None,
+               progress: Progress = lambda s: None) -> list[Change]:
+    """:func:`apply` for documents already loaded (the API server's path: one source of truth)."""
     netns.require_root()
-    new_docs = load_files(files)
     parse_docs(new_docs)   # each document valid on its own, errors naming the file
     cluster = next((d for d in new_docs if d.body.get("kind") == "Cluster"), None)
     name = default_lab(lab_name or ((cluster.body.get("metadata") or {}).get("name") if cluster else None))
@@ -328,8 +333,13 @@ def apply(files: list[str], lab_name: str | None = None, progress: Progress = la
 
 def delete(files: list[str], lab_name: str | None = None, progress: Progress = lambda s: None) -> list[Change]:
     """``kubectl delete -f``: remove the files' objects (a Namespace takes its objects with it)."""
+    return delete_docs(load_files(files), lab_name, progress)
+
+
+def delete_docs(targets: list[Doc], lab_name: str | None = None,
+                progress: Progress = lambda s: None) -> list[Change]:
+    """:func:`delete` for documents naming objects (kind, metadata.namespace, metadata.name suffice)."""
     netns.require_root()
-    targets = load_files(files)
     old, store = load(default_lab(lab_name))
     try:
         stored = _ordered(store, stored_docs(store))

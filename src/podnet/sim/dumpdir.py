@@ -17,9 +17,17 @@ from typing import Any
 
 from podnet.sim.parse_bridge import parse_bridge_fdb, parse_bridge_link, with_bridge_ports
 from podnet.sim.parse_conntrack import parse_conntrack, render_conntrack
-from podnet.sim.parse_ip import parse_ip_addr, parse_ip_link, parse_ip_neigh, parse_ip_route, parse_ip_rule
+from podnet.sim.parse_ip import (
+    parse_ip_addr,
+    parse_ip_link,
+    parse_ip_neigh,
+    parse_ip_netns,
+    parse_ip_route,
+    parse_ip_rule,
+)
 from podnet.sim.parse_iptables import parse_iptables_save, render_iptables_save
 from podnet.sim.parse_nft import parse_nft
+from podnet.sim.parse_ss import parse_ss
 from podnet.sim.parse_sysctl import parse_sysctl, render_sysctl
 from podnet.sim.snapshot import Iptables, NetnsState, NftRuleset, Snapshot, SnapshotError
 
@@ -50,6 +58,8 @@ DUMP_FILES: tuple[DumpFile, ...] = (
     DumpFile("nft.json", ("nft", "-j", "list", "ruleset"), "nftables ruleset"),
     DumpFile("conntrack.txt", ("conntrack", "-L", "-o", "extended"), "connection tracking entries"),
     DumpFile("sysctl.txt", ("sysctl", "-a", "-r", SYSCTL_PATTERN), "forwarding, rp_filter, br_netfilter"),
+    DumpFile("ss-listen.txt", ("ss", "-H", "-l", "-n", "-t", "-u", "-S"), "listening sockets"),
+    DumpFile("ip-netns.json", ("ip", "-j", "netns", "list-id"), "names of peer namespaces (veth pairs)"),
 )
 FILE_NAMES = frozenset(f.name for f in DUMP_FILES)
 
@@ -95,6 +105,8 @@ def netns_from_dumps(name: str, texts: Mapping[str, str], *, where: str = "",
         nft=parse("nft.json", parse_nft, NftRuleset()),
         conntrack=parse("conntrack.txt", parse_conntrack, ()),
         sysctls=parse("sysctl.txt", parse_sysctl, {}),
+        sockets=parse("ss-listen.txt", parse_ss, None),
+        netns_ids=parse("ip-netns.json", parse_ip_netns, {}),
         sources=dict(texts),
     )
 

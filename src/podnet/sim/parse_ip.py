@@ -277,3 +277,20 @@ def parse_ip_neigh(text: str, source: str = "ip-neigh.json") -> tuple[Neighbour,
             router="router" in e,
         ))
     return tuple(out)
+
+
+# --- peer namespace ids --------------------------------------------------------------------------
+
+
+def parse_ip_netns(text: str, source: str = "ip-netns.json") -> dict[int, str]:
+    """``ip -j netns list-id``: the ids this namespace gives its peers' namespaces, with the names
+    iproute2 found for them (ids of unnamed namespaces are skipped)."""
+    out: dict[int, str] = {}
+    for i, e in enumerate(load_json_array(text, source)):
+        nsid = require(e, "nsid", source, i)
+        name = e.get("name")
+        if not isinstance(nsid, int):
+            raise entry_error(source, i, e, f"bad nsid {nsid!r}")
+        if isinstance(name, str) and name:
+            out[nsid] = name
+    return out

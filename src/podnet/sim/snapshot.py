@@ -552,6 +552,32 @@ class ConntrackEntry:
 
 
 # ---------------------------------------------------------------------------------------------------
+# listening sockets (``ss -H -l -n -t -u -S``)
+
+
+@dataclass(frozen=True, slots=True)
+class Socket:
+    """A listening TCP/SCTP socket or a bound UDP socket."""
+
+    proto: str                    # tcp, udp, sctp
+    state: str                    # LISTEN (tcp, sctp), UNCONN (udp)
+    local: IPAddress | None       # None: every address (0.0.0.0, [::] or *)
+    port: int
+    dev: str | None = None        # bound to one device (``addr%dev``)
+
+    def accepts(self, proto: str, dst: IPAddress, port: int) -> bool:
+        if self.proto != proto or self.port != port:
+            return False
+        if self.local is None:
+            return True
+        if self.local == dst:
+            return True
+        # an IPv4-mapped IPv6 address listens for that IPv4 address
+        return (self.local.version == 6 and dst.version == 4
+                and getattr(self.local, "ipv4_mapped", None) == dst)
+
+
+# ---------------------------------------------------------------------------------------------------
 # one namespace, the snapshot
 
 
@@ -568,6 +594,8 @@ class NetnsState:
     nft: NftRuleset = field(default_factory=NftRuleset)
     conntrack: tuple[ConntrackEntry, ...] = ()
     sysctls: Mapping[str, str] = field(default_factory=dict)
+    sockets: tuple[Socket, ...] | None = None   # None: not dumped (listeners unknown)
+    netns_ids: Mapping[int, str] = field(default_factory=dict)   # peer netns id -> netns name
     sources: Mapping[str, str] = field(default_factory=dict)  # dump file name -> text, as loaded
 
     def link(self, name: str) -> Link | None:
@@ -624,9 +652,10 @@ class Snapshot:
         return self.namespaces[name]
 
     def veth_peer(self, ns: str, dev: str) -> tuple[str, Link] | None:
-        """The other end of veth ``dev`` in namespace ``ns``: same-netns by name, else the one veth
-        elsewhere whose ifindex and peer ifindex cross-match (netns ids are local to each netns, so
-        the pair is identified by its two ifindexes; ambiguity yields None)."""
+        """The other end of veth ``dev`` in namespace ``ns``: same-netns by name; else through the
+        peer's netns id when ``ip-netns.json`` names it (and that namespace is in the snapshot);
+        else the one veth elsewhere whose ifindex and peer ifindex cross-match (netns ids are local
+        to each netns, so the pair is identified by its two ifindexes; ambiguity yields None)."""
         here = self.namespaces[ns]
         link = here.link(dev)
         if link is None or link.kind != "veth" or link.link_index is None:
@@ -634,6 +663,11 @@ class Snapshot:
         if link.link_netnsid is None:
             peer = here.link_by_index(link.link_index)
             return (ns, peer) if peer is not None else None
+        named = here.netns_ids.get(link.link_netnsid)
+        if named is not None and named in self.namespaces:
+            cand = self.namespaces[named].link_by_index(link.link_index)
+            if cand is not None and cand.kind == "veth" and cand.link_index == link.ifindex:
+                return named, cand
         found: list[tuple[str, Link]] = []
         for other_name, other in self.namespaces.items():
             if other_name == ns:
