@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -45,7 +47,7 @@ class Lab:
     def __init__(self, tmp: Path, example: str, **replace: str) -> None:
         self.name = "t" + secrets.token_hex(3)
         text = (EXAMPLES / example).read_text()
-        text = text.replace("name: seed-hgw\n", f"name: {self.name}\n").replace("name: seed\n", f"name: {self.name}\n")
+        text = re.sub(r"(kind: Cluster\nmetadata:\n  name: )\S+", lambda m: m.group(1) + self.name, text, count=1)
         for old, new in replace.items():
             text = text.replace(old, new)
         self.file = tmp / f"{self.name}.yaml"
@@ -89,3 +91,14 @@ def make_lab(tmp_path):
     for lab in labs:
         lab.down()
         assert not lab.namespaces(), f"lab {lab.name} left namespaces behind"
+
+
+@contextlib.contextmanager
+def running_lab(tmp: Path, example: str, **replace: str):
+    """A lab for a whole test module (module-scoped fixtures): always removed, even on failure."""
+    lab = Lab(tmp, example, **replace)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()

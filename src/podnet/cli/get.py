@@ -14,7 +14,12 @@ ALIASES = {
     "pods": "pods", "pod": "pods", "po": "pods",
     "namespaces": "namespaces", "namespace": "namespaces", "ns": "namespaces",
     "services": "services", "service": "services", "svc": "services",
+    "endpoints": "endpoints", "ep": "endpoints",
+    "endpointslices": "endpointslices", "endpointslice": "endpointslices",
 }
+NAMESPACED = ("pods", "services", "endpoints", "endpointslices")
+SINGULAR = {"nodes": "node", "pods": "pod", "namespaces": "namespace", "services": "service",
+            "endpoints": "endpoints", "endpointslices": "endpointslice.discovery.k8s.io"}
 FORMATS = ("wide", "json", "yaml", "name")
 
 
@@ -37,18 +42,32 @@ def objects(lab: Lab, store: Store, kind: str, ns: str | None, name: str | None)
     elif kind == "pods":
         return _pods(lab, store, ns, name)
     else:
-        objs = [svc_object(s) for s in lab.services if ns is None or s.meta.namespace == ns]
+        resolved = labrt.resolved_services(lab, store)
+        services = [rs for rs in resolved.services if ns is None or rs.service.meta.namespace == ns]
+        if kind == "services":
+            objs = [k8s.service_object(rs) for rs in services]
+        elif kind == "endpoints":
+            objs = [k8s.endpoints_object(rs, resolved.slices_of(rs.key)) for rs in services]
+        else:
+            objs = [k8s.endpointslice_object(sl) for sl in resolved.endpointslices
+                    if ns is None or sl.meta.namespace == ns]
     return [o for o in objs if name is None or o["metadata"]["name"] == name]
 
 
-def svc_object(s) -> dict:
-    spec: dict = {"type": s.type, "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
-                                             "targetPort": p.target_port or p.port} for p in s.ports]}
-    if s.cluster_ip:
-        spec["clusterIP"] = s.cluster_ip
-    if s.selector is not None:
-        spec["selector"] = s.selector
-    return {"apiVersion": "v1", "kind": "Service", "metadata": s.meta.to_dict(), "spec": spec}
+def _more(items: list[str], n: int = 3) -> str:
+    """kubectl's list cell: the first three, then "+ N more..."."""
+    if not items:
+        return "<none>"
+    return ",".join(items[:n]) + (f" + {len(items) - n} more..." if len(items) > n else "")
+
+
+def _service_row(o: dict) -> list[str]:
+    spec = o["spec"]
+    ports = ",".join(f"{p['port']}:{p['nodePort']}/{p['protocol']}" if p.get("nodePort") else
+                     f"{p['port']}/{p['protocol']}" for p in spec["ports"]) or "<none>"
+    ext = spec.get("externalIPs", []) + [i["ip"] for i in o["status"]["loadBalancer"].get("ingress", [])]
+    external = ",".join(ext) if ext else "<pending>" if spec["type"] == "LoadBalancer" else "<none>"
+    return [o["metadata"]["name"], spec["type"], spec.get("clusterIP", "<none>"), external, ports, _age()]
 
 
 def _age() -> str:
@@ -88,16 +107,26 @@ def render_rows(kind: str, objs: list[dict], wide: bool, all_ns: bool) -> str:
     elif kind == "namespaces":
         headers = ["NAME", "STATUS", "AGE"]
         rows = [[o["metadata"]["name"], o["status"]["phase"], _age()] for o in objs]
-    else:
+    elif kind == "services":
         headers = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
-        rows = []
-        for o in objs:
-            ports = ",".join(f"{p['port']}/{p['protocol']}" for p in o["spec"]["ports"]) or "<none>"
-            rows.append([o["metadata"]["name"], o["spec"]["type"], o["spec"].get("clusterIP", "<pending>"),
-                         "<none>", ports, _age()])
-        if all_ns:
-            headers = ["NAMESPACE", *headers]
-            rows = [[o["metadata"]["namespace"], *r] for o, r in zip(objs, rows, strict=True)]
+        rows = [_service_row(o) for o in objs]
+        if wide:
+            headers.append("SELECTOR")
+            rows = [[*r, ",".join(f"{k}={v}" for k, v in (o["spec"].get("selector") or {}).items()) or "<none>"]
+                    for o, r in zip(objs, rows, strict=True)]
+    elif kind == "endpoints":
+        headers = ["NAME", "ENDPOINTS", "AGE"]
+        rows = [[o["metadata"]["name"], _more([f"{a['ip']}:{p['port']}" for sub in o["subsets"]
+                                               for p in sub["ports"] for a in sub.get("addresses", [])]), _age()]
+                for o in objs]
+    else:
+        headers = ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
+        rows = [[o["metadata"]["name"], o["addressType"],
+                 ",".join(str(p["port"]) for p in o["ports"]) or "<unset>",
+                 _more([a for e in o["endpoints"] for a in e["addresses"]]), _age()] for o in objs]
+    if all_ns and kind not in ("nodes", "namespaces", "pods"):
+        headers = ["NAMESPACE", *headers]
+        rows = [[o["metadata"]["namespace"], *r] for o, r in zip(objs, rows, strict=True)]
     return table(headers, rows)
 
 
@@ -110,10 +139,12 @@ def render_rows(kind: str, objs: list[dict], wide: bool, all_ns: bool) -> str:
 @click.option("--lab", default=None, help="Lab name (default: the only running lab).")
 def command(kind: str, name: str | None, namespace: str | None, all_namespaces: bool, output: str | None,
             lab: str | None) -> None:
-    """Show lab objects as kubectl does: nodes, pods, namespaces, services (aliases no, po, ns, svc).
+    """Show lab objects as kubectl does: nodes, pods, namespaces, services, endpoints, endpointslices
+    (aliases no, po, ns, svc, ep).
 
     -o json|yaml prints them in Kubernetes shape with what podnet assigned (status.podIP,
-    status.hostIP, spec.nodeName, spec.podCIDR).
+    status.hostIP, spec.nodeName, spec.podCIDR, spec.clusterIP, spec.ports[].nodePort). Endpoints and
+    EndpointSlices reflect pod readiness now (a pod whose process exited is not ready).
     """
     k = ALIASES.get(kind.lower())
     if k is None:
@@ -121,7 +152,7 @@ def command(kind: str, name: str | None, namespace: str | None, all_namespaces: 
                           f"(known: {', '.join(sorted(set(ALIASES.values())))})")
     the_lab, store = labrt.load(lab)
     try:
-        namespaced = k in ("pods", "services")
+        namespaced = k in NAMESPACED
         ns = None if (all_namespaces or not namespaced) else (namespace or "default")
         objs = objects(the_lab, store, k, ns, name)
     finally:
@@ -131,7 +162,7 @@ def command(kind: str, name: str | None, namespace: str | None, all_namespaces: 
     if output in ("json", "yaml"):
         echo(dump(objs[0] if name is not None else k8s.list_object(objs), output))
     elif output == "name":
-        singular = {"nodes": "node", "pods": "pod", "namespaces": "namespace", "services": "service"}[k]
+        singular = SINGULAR[k]
         for o in objs:
             echo(f"{singular}/{o['metadata']['name']}")
     elif not objs:
