@@ -5,8 +5,8 @@ import json
 import click
 
 from podnet.cli.output import echo, table
+from podnet.dataplane import dnsprobe, netns
 from podnet.dataplane import lab as labrt
-from podnet.dataplane import netns
 from podnet.model import names
 
 
@@ -23,6 +23,7 @@ def collect(lab_name: str | None) -> dict:
                     comps[p.component] = {"pod": p.key, "running": all(st.values())}
             nodes.append({"name": n.name, "ip": str(n.ip), "podCIDR": str(n.pod_cidr), "netns": n.netns,
                           "netnsPresent": ok, "components": comps})
+        dns = _dns_health(lab, store) if lab.cluster.networking.cluster_dns else None
         pods = [p for p in lab.pods if not p.component]
         running = sum(1 for p in pods if all(labrt.container_state(store, p).values()))
         missing = [n for n in lab.all_netns() if not netns.exists(n)]
@@ -31,18 +32,42 @@ def collect(lab_name: str | None) -> dict:
                 "underlay": {"netns": names.underlay_ns(lab.name), "subnet": str(lab.underlay_subnet),
                              "gateway": str(lab.underlay_gateway), "mtu": lab.cluster.networking.mtu},
                 "podMTU": lab.cluster.networking.pod_mtu, "nodes": nodes,
-                "pods": {"total": len(pods), "running": running}, "missingNamespaces": missing,
-                "healthy": not missing and running == len(pods) and all(
+                "pods": {"total": len(pods), "running": running}, "missingNamespaces": missing, "dns": dns,
+                "healthy": not missing and running == len(pods) and (dns is None or dns["ok"]) and all(
                     c["running"] for n in nodes for c in n["components"].values())}
     finally:
         store.close()
+
+
+def _dns_health(lab, store) -> dict:
+    """Each replica asked directly from its node, then the kube-dns Service from every node (through
+    kube-proxy's rules, as pods reach it): the name of the kube-dns Service itself must resolve."""
+    net = lab.cluster.networking
+    name = f"kube-dns.kube-system.svc.{net.dns_domain}"
+    replicas = []
+    for p in lab.pods:
+        if p.component != "coredns":
+            continue
+        pr = dnsprobe.query(lab.node(p.node).netns, str(p.ip), name)
+        replicas.append({"pod": p.key, "ip": str(p.ip), "node": p.node, "answers": pr.ok,
+                         "ms": round(pr.ms, 1), "error": pr.error or (pr.rcode if not pr.ok else "")})
+    via = []
+    for n in lab.nodes:
+        pr = dnsprobe.query(n.netns, str(net.dns_ip), name)
+        via.append({"node": n.name, "answers": pr.ok, "ms": round(pr.ms, 1),
+                    "error": pr.error or (pr.rcode if not pr.ok else "")})
+    return {"service": f"{net.dns_ip}:53", "name": name, "replicas": replicas, "viaService": via,
+            "ok": all(v["answers"] for v in via)}
 
 
 @click.command("status")
 @click.option("--lab", default=None, help="Lab name (default: the only running lab).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def command(lab: str | None, output: str) -> None:
-    """Nodes, components (CNI; later proxy, DNS, BGP) and their health."""
+    """Nodes, components (CNI, kube-proxy, DNS) and their health; exit status 1 when unhealthy.
+
+    DNS health is measured with real queries: each coredns replica asked directly from its node, and
+    the kube-dns Service asked from every node (through kube-proxy's rules)."""
     s = collect(lab)
     if output == "json":
         echo(json.dumps(s, indent=2))
@@ -56,6 +81,12 @@ def command(lab: str | None, output: str) -> None:
                      comps or "-"])
     echo(table(["NODE", "IP", "POD-CIDR", "NETNS", "NETNS-STATE", "COMPONENTS"], rows))
     echo(f"pods: {s['pods']['running']}/{s['pods']['total']} running")
+    if s["dns"]:
+        d = s["dns"]
+        reps = ", ".join(f"{r['pod'].split('/')[1]} {'ok' if r['answers'] else 'DOWN ' + r['error']}"
+                         for r in d["replicas"])
+        svc = ", ".join(f"from {v['node']} {'ok' if v['answers'] else 'FAIL ' + v['error']}" for v in d["viaService"])
+        echo(f"dns: {'ok' if d['ok'] else 'FAILING'}: kube-dns {d['service']}: {svc}; replicas: {reps}")
     if s["missingNamespaces"]:
         echo("missing namespaces: " + ", ".join(s["missingNamespaces"]))
     echo("healthy" if s["healthy"] else "UNHEALTHY")
