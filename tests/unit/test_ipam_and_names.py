@@ -90,7 +90,7 @@ def test_component_pods_are_hostnetwork_in_kube_system():
     lab = lab_of(CLUSTER)
     comps = [p for p in lab.pods if p.component and p.host_network]
     assert [p.key for p in comps] == [f"kube-system/{c}-{n}" for n in ("n1", "n2", "n3")
-                                      for c in ("kube-flannel", "kube-proxy")]
+                                      for c in ("kube-flannel", "kube-proxy", "kube-network-policies")]
     assert all(p.netns == lab.node(p.node).netns for p in comps)
 
 

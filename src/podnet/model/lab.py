@@ -194,6 +194,8 @@ def component_pods(cluster: Cluster) -> list[tuple[Pod, str]]:
                                     "kube-flannel-ds"), "flannel"))
         if net.kube_proxy_mode != "none":
             out.append((_daemon_pod("kube-proxy", n.name, {"k8s-app": "kube-proxy"}, "kube-proxy"), "kubeproxy"))
+        out.append((_daemon_pod("kube-network-policies", n.name, {"k8s-app": "kube-network-policies"},
+                                "kube-network-policies"), "netpol"))
     return out
 
 
