@@ -4,6 +4,7 @@ import os
 
 import click
 
+from podnet.dataplane import bird
 from podnet.dataplane import lab as labrt
 from podnet.errors import PodnetError
 from podnet.model import names
@@ -19,7 +20,8 @@ def command(target: str | None, cmd: tuple[str, ...], namespace: str, node: str 
     """Run CMD inside a pod (`exec POD -- CMD...`) or a node (`exec --node NODE -- CMD...`).
 
     The same as `ip netns exec <netns> CMD...`: the pod's /etc/netns files (resolv.conf) and the node's
-    CNI config are visible, and the exit status is CMD's.
+    CNI config are visible, and the exit status is CMD's. In a bgp lab, `birdc` on a node or router
+    talks to that host's BIRD (podnet adds `-s <its control socket>`).
     """
     the_lab, store = labrt.load(lab)
     store.close()
@@ -44,4 +46,8 @@ def command(target: str | None, cmd: tuple[str, ...], namespace: str, node: str 
         argv = argv[1:]
     if not argv:
         raise PodnetError("no command given (usage: podnet exec POD -- CMD...)")
+    if node is not None and the_lab.cluster.bgp and os.path.basename(argv[0]) in ("birdc", "birdcl") and (
+            "-s" not in argv[1:]) and node != names.UNDERLAY:
+        # birdc's default socket is the host's /run/bird/bird.ctl: talk to this node's or router's BIRD
+        argv = [argv[0], "-s", bird.paths(the_lab.name, node).ctl, *argv[1:]]
     os.execvp("ip", ["ip", "netns", "exec", ns, *argv])

@@ -41,6 +41,7 @@ def cli() -> None:
 def _register() -> None:
     from podnet.cli import down, exec_, get, logs, status, up
     from podnet.cli.apply import apply_command, delete_command
+    from podnet.cli.bgp import command as bgp
     from podnet.cli.netpol import command as netpol
     from podnet.cli.proxy import proxy
 
@@ -50,6 +51,7 @@ def _register() -> None:
     cli.add_command(delete_command)
     cli.add_command(proxy)
     cli.add_command(netpol)
+    cli.add_command(bgp)
 
 
 _register()

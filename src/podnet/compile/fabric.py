@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from podnet.compile import dns, flannel
+from podnet.compile import calico, dns, flannel
 from podnet.compile.state import AddrSpec, LinkSpec, NetnsSpec, RouteSpec, VethPeer
 from podnet.model import names
 from podnet.model.lab import Lab, LabNode, PlacedPod
@@ -25,12 +25,16 @@ def compile_lab(lab: Lab) -> list[NetnsSpec]:
     specs = [underlay(lab)]
     specs += [node(lab, n) for n in lab.nodes]
     specs += [external_host(lab, h.name, str(h.ip)) for h in lab.cluster.external_hosts]
+    if lab.cluster.bgp:
+        specs += calico.routers(lab)
     specs += [pod(lab, p) for p in lab.pods if not p.host_network]
     return specs
 
 
 def underlay(lab: Lab) -> NetnsSpec:
     """One L2 switch (br0) for every node and host, with the gateway address nodes route through."""
+    if lab.cluster.bgp:
+        return calico.underlay(lab)   # several networks and the routers
     mtu = lab.cluster.networking.mtu
     spec = NetnsSpec(name=names.underlay_ns(lab.name), role="underlay")
     spec.links.append(LinkSpec(names.UNDERLAY_BRIDGE, "bridge", mtu=mtu, mac=names.mac_from_ip(
@@ -55,6 +59,8 @@ def _host_base(lab: Lab, name: str, ip: str, role: str) -> NetnsSpec:
 
 
 def node(lab: Lab, n: LabNode) -> NetnsSpec:
+    if lab.cluster.bgp:
+        return calico.node(lab, n, NODE_SYSCTLS)   # routed: cali veths and /32 routes, no cni0
     spec = _host_base(lab, n.name, str(n.ip), "node")
     pod_mtu = lab.cluster.networking.pod_mtu
     spec.sysctls.update(NODE_SYSCTLS)
@@ -71,15 +77,20 @@ def node(lab: Lab, n: LabNode) -> NetnsSpec:
 
 
 def external_host(lab: Lab, name: str, ip: str) -> NetnsSpec:
+    if lab.cluster.bgp:
+        return calico.external_host(lab, name)
     return _host_base(lab, name, ip, "host")
 
 
 def pod(lab: Lab, p: PlacedPod) -> NetnsSpec:
     n = lab.node(p.node)
     spec = NetnsSpec(name=p.netns, role="pod", owner=p.key)
-    spec.links.append(LinkSpec("eth0", "peer", mtu=lab.cluster.networking.pod_mtu))
-    spec.addrs.append(AddrSpec("eth0", str(p.ip), n.pod_cidr.prefixlen))
-    spec.routes.append(RouteSpec("default", via=str(n.gateway), dev="eth0"))
+    if lab.cluster.bgp:
+        calico.add_pod_state(lab, p, spec)   # /32, default via 169.254.1.1
+    else:
+        spec.links.append(LinkSpec("eth0", "peer", mtu=lab.cluster.networking.pod_mtu))
+        spec.addrs.append(AddrSpec("eth0", str(p.ip), n.pod_cidr.prefixlen))
+        spec.routes.append(RouteSpec("default", via=str(n.gateway), dev="eth0"))
     spec.files["resolv.conf"] = dns.resolv_conf(lab, p)
     return spec
 

@@ -19,6 +19,7 @@ from podnet.errors import PodnetError
 
 NUD_PERMANENT = 0x80
 RTNH_F_ONLINK = 4
+RT_SCOPE_LINK = 253
 NTF_SELF = 0x02
 
 
@@ -214,6 +215,8 @@ class Applier:
             kw["gateway"] = r.via
         if r.dev:
             kw["oif"] = h.index(r.dev)
+            if not r.via:
+                kw["scope"] = RT_SCOPE_LINK  # as `ip route add X dev D` (routed pods: /32 dev cali..., 169.254.1.1)
         if r.onlink:
             kw["flags"] = RTNH_F_ONLINK
         if r.src:

@@ -167,6 +167,11 @@ def converge(old: Lab | None, lab: Lab, store: Store, docs: list[Doc], on_create
                 store.delete(f"{RUNTIME}{p.key}")
         raise
     _save(store, lab, docs, deleted_keys)   # last: components act on the store once everything runs
+    if lab.cluster.bgp:   # backend bgp: routers' BIRDs (nodes' run in calico-node), then the sessions
+        from podnet.dataplane import bird
+        started += bird.ensure_routers(lab, store)
+        if started:
+            bird.wait_established(lab, progress=progress)
     if old is not None:
         keep = {p.key for p in lab.pods}
         for p in old.pods:

@@ -6,6 +6,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from podnet.model import bgp as bgp_model
 from podnet.model.fields import Context, Fields, check_name
 from podnet.model.meta import parse_meta
 
@@ -71,13 +72,14 @@ class Cluster:
     routers: list[RouterSpec] = field(default_factory=list)
     external_hosts: list[ExternalHost] = field(default_factory=list)
     source: str = ""
+    bgp: bgp_model.Fabric | None = None       # backend bgp: networks, routers, AS numbers, peerings (model/bgp.py)
 
     def node(self, name: str) -> NodeSpec | None:
         return next((n for n in self.nodes if n.name == name), None)
 
 
 def parse_cluster(ctx: Context, body: Fields) -> Cluster:
-    body.check({"apiVersion", "kind", "metadata", "networking", "nodes", "routers", "externalHosts"})
+    body.check({"apiVersion", "kind", "metadata", "networking", "nodes", "routers", "externalHosts", "bgp"})
     meta = parse_meta(ctx, body, namespaced=False, name_rule="label")
     if len(meta.name) > LAB_NAME_MAX or not LAB_NAME.match(meta.name):
         raise ctx.error("metadata.name", f"lab name {meta.name!r} is too long or invalid: at most "
@@ -124,15 +126,6 @@ def parse_cluster(ctx: Context, body: Fields) -> Cluster:
                               line_ctx=nf.path))
     if not nodes:
         raise ctx.error("nodes", "a cluster needs at least one node")
-    routers = []
-    for rf in body.maps("routers"):
-        name = rf.str("name", required=True)
-        assert name is not None
-        check_name(ctx, rf.sub("name"), name, "label")
-        ip = rf.address("ip", required=True)
-        assert ip is not None
-        routers.append(RouterSpec(name=name, ip=ip, asn=rf.int("asNumber", lo=1, hi=4294967295),
-                                  raw=dict(rf.data)))
     hosts = []
     for hf in body.maps("externalHosts"):
         hf.check({"name", "ip"})
@@ -142,5 +135,8 @@ def parse_cluster(ctx: Context, body: Fields) -> Cluster:
         ip = hf.address("ip", required=True)
         assert ip is not None
         hosts.append(ExternalHost(name=name, ip=ip))
+    fabric = bgp_model.parse(ctx, body, networking, nodes, hosts)   # routers and bgp: validated there
+    routers = [RouterSpec(name=r.name, ip=r.router_id, asn=r.asn, raw={"role": r.role})
+               for r in (fabric.routers if fabric else [])]
     return Cluster(name=meta.name, networking=networking, nodes=nodes, routers=routers,
-                   external_hosts=hosts, source=ctx.where() or "")
+                   external_hosts=hosts, source=ctx.where() or "", bgp=fabric)

@@ -106,6 +106,7 @@ class Lab:
         out = [names.underlay_ns(self.name)]
         out += [n.netns for n in self.nodes]
         out += [names.host_ns(self.name, h.name) for h in self.cluster.external_hosts]
+        out += [names.host_ns(self.name, r.name) for r in self.cluster.routers]
         out += [p.netns for p in self.pods if not p.host_network]
         return out
 
@@ -140,8 +141,9 @@ def _check_underlay(cluster: Cluster) -> None:
         raise _cluster_error(cluster, "networking.underlayGateway", f"{gw} is outside the underlay {sub}")
     seen: dict[ipaddress.IPv4Address, str] = {gw: "the underlay gateway"}
     hosts = [(f"nodes[{i}].ip", n.name, n.ip) for i, n in enumerate(cluster.nodes)]
-    hosts += [(f"externalHosts[{i}].ip", h.name, h.ip) for i, h in enumerate(cluster.external_hosts)]
-    hosts += [(f"routers[{i}].ip", r.name, r.ip) for i, r in enumerate(cluster.routers)]
+    if cluster.bgp is None:  # backend bgp: hosts and routers live on several networks (checked in model/bgp.py)
+        hosts += [(f"externalHosts[{i}].ip", h.name, h.ip) for i, h in enumerate(cluster.external_hosts)]
+        hosts += [(f"routers[{i}].ip", r.name, r.ip) for i, r in enumerate(cluster.routers)]
     host_names: dict[str, str] = {names.UNDERLAY: "the underlay switch"}
     for path, name, ip in hosts:
         if name in host_names:
@@ -192,6 +194,8 @@ def component_pods(cluster: Cluster) -> list[tuple[Pod, str]]:
         if net.backend in ("vxlan", "host-gw"):
             out.append((_daemon_pod("kube-flannel", n.name, {"app": "flannel", "k8s-app": "flannel", "tier": "node"},
                                     "kube-flannel-ds"), "flannel"))
+        if net.backend == "bgp":
+            out.append((_daemon_pod("calico-node", n.name, {"k8s-app": "calico-node"}, "calico-node"), "calico"))
         if net.kube_proxy_mode != "none":
             out.append((_daemon_pod("kube-proxy", n.name, {"k8s-app": "kube-proxy"}, "kube-proxy"), "kubeproxy"))
         out.append((_daemon_pod("kube-network-policies", n.name, {"k8s-app": "kube-network-policies"},
@@ -346,7 +350,8 @@ def resolve(m: Manifests, previous: dict[str, tuple[str, str]] | None = None) ->
         else:
             pods.append(PlacedPod(pod=p, node=node, ip=ip,
                                   netns=names.pod_ns(cluster.name, p.meta.namespace, p.meta.name),
-                                  host_veth=names.host_veth(cluster.name, p.meta.namespace, p.meta.name),
+                                  host_veth=(names.cali_veth if cluster.bgp else names.host_veth)(
+                                      cluster.name, p.meta.namespace, p.meta.name),
                                   component="coredns" if p.owner == "Deployment/coredns" else ""))
     services = list(m.services)
     if cluster.networking.cluster_dns and not any(s.key == "kube-system/kube-dns" for s in services):
