@@ -137,7 +137,7 @@ def run_one(n: int, mode: str) -> dict:
             in_ns(client, netfilter.iptables_restore, payload)
             r["full_apply_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            partial = kpt.partial_payload(rules, kpt.build_rules(changed, node))
+            partial = kpt.partial_payload(rules, kpt.build_rules(changed, node, previous=rules))
             r["change_render_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             in_ns(client, netfilter.iptables_restore, partial)
@@ -153,7 +153,7 @@ def run_one(n: int, mode: str) -> dict:
                 in_ns(client, netfilter.nft_apply, s)
             r["full_apply_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            partial_scripts = kpn.partial_scripts(rules, kpn.build_nft(changed, node))
+            partial_scripts = kpn.partial_scripts(rules, kpn.build_nft(changed, node, previous=rules))
             r["change_render_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             for s in partial_scripts:

@@ -204,6 +204,37 @@ def test_partial_sync_is_small_and_exact() -> None:
     assert _apply_partial(old, new) == {t: new.table(t) for t in ("filter", "nat")}
     assert partial_payload(new, new) == ""
     assert partial_payload(None, new) == new.payload()
+    # the incremental path (fragments of unchanged ports reused) gives the same result
+    reused = build_rules(changed, node, previous=old)
+    assert partial_payload(old, reused) == delta
+    assert all(reused.by_port[k][1] is old.by_port[k][1] for k in reused.by_port if k[0] not in (
+        "ns/svc051:p", "ns/zzz:p"))
+
+
+def test_partial_sync_random_changes_replay_exactly() -> None:
+    import random
+    rnd = random.Random(7)
+    node = ProxyNode("n1", ("192.168.0.2",), cluster_cidr="10.0.0.0/8")
+
+    def svc(i: int, n_eps: int, np: int = 0, ext: bool = False) -> S:
+        eps = tuple(E(f"10.2.{i}.{j}", 8080, node_name=rnd.choice(("n1", "n2"))) for j in range(1, n_eps + 1))
+        return S("ns", f"s{i:02d}", "", rnd.choice(("TCP", "UDP")), f"10.96.3.{i}", 80, node_port=np,
+                 external_ips=("192.168.0.9",) if ext else (), external_policy_local=ext, endpoints=eps)
+    ports = [svc(i, rnd.randint(0, 3), 30000 + i if i % 3 == 0 else 0, i % 4 == 0) for i in range(1, 40)]
+    old = build_rules(ports, node)
+    for _ in range(30):
+        nxt = list(ports)
+        for _ in range(rnd.randint(1, 4)):
+            i = rnd.randrange(len(nxt))
+            choice = rnd.random()
+            if choice < 0.3:
+                del nxt[i]
+            else:
+                n = int(nxt[i].name[1:])
+                nxt[i] = svc(n, rnd.randint(0, 3), rnd.choice((0, 31000 + n)), rnd.random() < 0.3)
+        new = build_rules(nxt, node, previous=old)
+        assert _apply_partial(old, new) == {t: new.table(t) for t in ("filter", "nat")}
+        old, ports = new, nxt
 
 
 def test_stale_chains_in_full_payload() -> None:

@@ -127,6 +127,10 @@ class IptablesRules:
     filter_rules: list[str] = field(default_factory=list)      # "-A CHAIN ..." lines
     nat_chains: list[str] = field(default_factory=list)
     nat_rules: list[str] = field(default_factory=list)
+    # what each service port contributed, in sync order (for incremental syncs)
+    by_port: dict[tuple[str, str], tuple[ServicePortInfo, Fragment]] = field(default_factory=dict)
+    node: ProxyNode | None = None
+    large: bool = False
 
     def payload(self, stale_nat_chains: Iterable[str] = ()) -> str:
         """The ``iptables-restore --noflush`` input of a full sync.
@@ -181,16 +185,46 @@ def _quoted(text: str) -> str:
     return f'"{text}"'
 
 
-def build_rules(ports: Iterable[ServicePortInfo], node: ProxyNode) -> IptablesRules:
-    """Everything one full ``syncProxyRules`` writes for ``node``."""
+@dataclass(frozen=True)
+class Fragment:
+    """What one service port contributes to a sync: its rules in the shared chains and its own chains."""
+
+    filter_rules: tuple[str, ...]
+    nat_chains: tuple[str, ...]
+    nat_rules: tuple[str, ...]
+
+
+def fragment(sp: ServicePortInfo, node: ProxyNode, large: bool) -> Fragment:
+    w = _Writer(node, large)
+    _write_service_port(w, sp)
+    return Fragment(tuple(w.r.filter_rules), tuple(w.r.nat_chains), tuple(w.r.nat_rules))
+
+
+PortKey = tuple[str, str]
+
+
+def build_rules(ports: Iterable[ServicePortInfo], node: ProxyNode,
+                previous: IptablesRules | None = None) -> IptablesRules:
+    """Everything one full ``syncProxyRules`` writes for ``node``.
+
+    With ``previous`` (the last sync's result), the fragment of every service port that did not change
+    is reused instead of re-rendered, which is what makes a one-service change cheap at 10k services."""
     ports = sorted(ports, key=lambda p: (p.spn, p.protocol))
     large = sum(len(p.endpoints) for p in ports) > LARGE_CLUSTER_ENDPOINTS
     w = _Writer(node, large)
     _write_fixed_head(w)
+    reuse = previous.by_port if previous is not None and previous.node == node and previous.large == large else {}
     for sp in ports:
-        _write_service_port(w, sp)
+        key = (sp.spn, sp.protocol)
+        prev = reuse.get(key)
+        frag = prev[1] if prev is not None and (prev[0] is sp or prev[0] == sp) else fragment(sp, node, large)
+        w.r.by_port[key] = (sp, frag)
+        w.r.filter_rules.extend(frag.filter_rules)
+        w.r.nat_chains.extend(frag.nat_chains)
+        w.r.nat_rules.extend(frag.nat_rules)
     _write_nodeports_jump(w)
     _write_forward(w)
+    w.r.node, w.r.large = node, large
     return w.r
 
 
@@ -486,9 +520,79 @@ def partial_payload(old: IptablesRules | None, new: IptablesRules) -> str:
     """
     if old is None:
         return new.payload()
+    if old.by_port and new.by_port and old.node == new.node and old.large == new.large:
+        return _fragment_delta(old, new)
     out: list[str] = []
     for table in ("filter", "nat"):
         out += _table_delta(table, old.table(table), new.table(table))
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _chain_of(line: str) -> str:
+    return line.split(" ", 2)[1]
+
+
+def _fragment_delta(old: IptablesRules, new: IptablesRules) -> str:
+    """``partial_payload`` from the service ports that changed only (the fixed chains are equal: same
+    node, same large-cluster mode): their own chains rewritten or deleted, their rules in the shared
+    chains removed (``-D``) or inserted at their final position (``-I CHAIN n``)."""
+    changed = [k for k, (_, frag) in new.by_port.items()
+               if (o := old.by_port.get(k)) is None or (o[1] is not frag and o[1] != frag)]
+    removed = [k for k in old.by_port if k not in new.by_port]
+    if not changed and not removed:
+        return ""
+    changed_set = set(changed)
+    declare: list[str] = []
+    rewrite: list[str] = []
+    drop: list[str] = []
+    edits: dict[str, list[str]] = {"filter": [], "nat": []}
+    inserts: dict[str, list[tuple[str, int, str]]] = {"filter": [], "nat": []}
+    old_lines: dict[str, set[str]] = {"filter": set(), "nat": set()}
+    new_lines: dict[str, set[str]] = {"filter": set(), "nat": set()}
+    old_chains: set[str] = set()
+    new_chains: set[str] = set()
+    for k in [*changed, *removed]:
+        before = old.by_port.get(k)
+        after = new.by_port.get(k)
+        if before is not None:
+            old_chains.update(before[1].nat_chains)
+            old_lines["filter"].update(before[1].filter_rules)
+            old_lines["nat"].update(r for r in before[1].nat_rules if _chain_of(r) in NAT_FIXED)
+        if after is not None:
+            new_chains.update(after[1].nat_chains)
+            new_lines["filter"].update(after[1].filter_rules)
+            new_lines["nat"].update(r for r in after[1].nat_rules if _chain_of(r) in NAT_FIXED)
+    for k in changed:   # the changed ports' own chains, rewritten whole
+        frag = new.by_port[k][1]
+        own = set(frag.nat_chains)
+        declare += frag.nat_chains
+        rewrite += [r for r in frag.nat_rules if _chain_of(r) in own]
+    for c in sorted(old_chains - new_chains):
+        declare.append(c)
+        drop.append(f"-X {c}")
+    for table in ("filter", "nat"):
+        gone = old_lines[table] - new_lines[table]
+        added = new_lines[table] - old_lines[table]
+        edits[table] = ["-D " + r[3:] for r in sorted(gone)]
+        if added:   # final positions: count the shared-chain rules before each added one
+            pos: dict[str, int] = {}
+            for k, (_, frag) in new.by_port.items():
+                for r in (frag.filter_rules if table == "filter" else frag.nat_rules):
+                    chain = _chain_of(r)
+                    if table == "nat" and chain not in NAT_FIXED:
+                        continue
+                    pos[chain] = pos.get(chain, 0) + 1
+                    if k in changed_set and r in added:
+                        inserts[table].append((chain, pos[chain], r.split(" ", 2)[2]))
+    # (the fixed head writes no rule in a shared chain, so positions count service rules only)
+    out: list[str] = []
+    filter_lines = edits["filter"] + [f"-I {c} {i} {spec}" for c, i, spec in inserts["filter"]]
+    if filter_lines:
+        out += ["*filter", *filter_lines, "COMMIT"]
+    nat_lines = [*(_chain_line(c) for c in declare), *rewrite, *edits["nat"],
+                 *(f"-I {c} {i} {spec}" for c, i, spec in inserts["nat"]), *drop]
+    if nat_lines:
+        out += ["*nat", *nat_lines, "COMMIT"]
     return "\n".join(out) + "\n" if out else ""
 
 

@@ -130,14 +130,26 @@ class NftRules:
 
     node: ProxyNode
     units: list[ServiceUnit]
+    by_port: dict[tuple[str, str], tuple[ServicePortInfo, ServiceUnit]] = field(default_factory=dict)
 
     def unit(self, spn: str) -> ServiceUnit | None:
         return next((u for u in self.units if u.spn == spn), None)
 
 
-def build_nft(ports: Iterable[ServicePortInfo], node: ProxyNode) -> NftRules:
+def build_nft(ports: Iterable[ServicePortInfo], node: ProxyNode, previous: NftRules | None = None) -> NftRules:
+    """The desired table for ``node``. With ``previous`` (the last sync's result), the unit of every
+    service port that did not change is reused instead of re-rendered."""
     ports = sorted(ports, key=lambda p: (p.spn, p.protocol))
-    return NftRules(node=node, units=[_service_unit(sp, node) for sp in ports])
+    reuse = previous.by_port if previous is not None and previous.node == node else {}
+    units = []
+    by_port = {}
+    for sp in ports:
+        key = (sp.spn, sp.protocol)
+        prev = reuse.get(key)
+        u = prev[1] if prev is not None and (prev[0] is sp or prev[0] == sp) else _service_unit(sp, node)
+        units.append(u)
+        by_port[key] = (sp, u)
+    return NftRules(node=node, units=units, by_port=by_port)
 
 
 def _service_unit(sp: ServicePortInfo, node: ProxyNode) -> ServiceUnit:
@@ -359,24 +371,27 @@ def partial_scripts(old: NftRules | None, new: NftRules, *, chunk: int = DEFAULT
     if old is None or old.node != new.node:
         return full_scripts(new, chunk=chunk, recreate_base_chains=old is None)
     old_units = {u.spn: u for u in old.units}
-    old_elems = {(e.container, e.key): e for u in old.units for e in u.elements}
-    new_elems = {(e.container, e.key): e for u in new.units for e in u.elements}
+    new_units = {u.spn: u for u in new.units}
+    # only units that changed (or appeared, or went) can differ: an element belongs to one unit
+    changed_new = [u for u in new.units if (o := old_units.get(u.spn)) is None or (o is not u and o != u)]
+    changed_old = [u for u in old.units if (n := new_units.get(u.spn)) is None or (n is not u and n != u)]
+    old_elems = {(e.container, e.key): e for u in changed_old for e in u.elements}
+    new_elems = {(e.container, e.key): e for u in changed_new for e in u.elements}
     ops: list[list[str]] = []
-    for u in new.units:   # changed service ports: chains re-created, their new elements added
-        if old_units.get(u.spn) != u:
-            elements = [e.add() for e in u.elements if (e.container, e.key) not in old_elems]
-            ops.append([line for line in u.lines if not line.startswith("add element ")] + elements)
+    for u in changed_new:   # changed service ports: chains re-created, their new elements added
+        elements = [e.add() for e in u.elements if (e.container, e.key) not in old_elems]
+        ops.append([line for line in u.lines if not line.startswith("add element ")] + elements)
     for e_key, e in old_elems.items():   # after the chains their new values point to exist
         if e_key not in new_elems:
             ops.append([e.delete()])
         elif new_elems[e_key] != e:
             ops.append([e.delete(), new_elems[e_key].add()])
-    old_chains = {c for u in old.units for c in u.chains}
-    new_chains = {c for u in new.units for c in u.chains}
+    old_chains = {c for u in changed_old for c in u.chains}
+    new_chains = {c for u in changed_new for c in u.chains}
     stale = sorted(old_chains - new_chains)
     ops.append([f"flush chain {TABLE} {c}" for c in stale])
-    old_sets = {s for u in old.units for s in u.affinity_sets}
-    new_sets = {s for u in new.units for s in u.affinity_sets}
+    old_sets = {s for u in changed_old for s in u.affinity_sets}
+    new_sets = {s for u in changed_new for s in u.affinity_sets}
     scripts = _pack([op for op in ops if op], chunk)
     tail = [f"delete set {TABLE} {s}" for s in sorted(old_sets - new_sets)]
     tail += [f"delete chain {TABLE} {c}" for c in stale]

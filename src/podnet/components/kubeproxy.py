@@ -66,7 +66,7 @@ class IptablesProxier:
 
     def sync(self, ports: list[ServicePortInfo], full: bool = False) -> int:
         """Bring the node to ``ports``; returns the payload size in lines (0: nothing to do)."""
-        new = kpt.build_rules(ports, self.node)
+        new = kpt.build_rules(ports, self.node, previous=self.rules)
         if full or self.rules is None:
             netfilter.ensure_chains(kpt.ensured_chains())
             netfilter.ensure_jumps(kpt.jump_rules())
@@ -91,7 +91,7 @@ class NftablesProxier:
         return self.rules is None or not netfilter.nft_table_exists("ip", "kube-proxy")
 
     def sync(self, ports: list[ServicePortInfo], full: bool = False) -> int:
-        new = kpn.build_nft(ports, self.node)
+        new = kpn.build_nft(ports, self.node, previous=self.rules)
         scripts = kpn.full_scripts(new) if full or self.rules is None else kpn.partial_scripts(self.rules, new)
         for script in scripts:
             netfilter.nft_apply(script)

@@ -16,8 +16,9 @@ from podnet.errors import PodnetError
 WAIT = ["-w", "5"]    # the xtables lock: wait as kube-proxy does instead of failing
 
 
-def _run(argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-    p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+def _run(argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,),
+         timeout: float = 120) -> subprocess.CompletedProcess:
+    p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
     if p.returncode not in ok:
         raise PodnetError(f"{' '.join(argv[:3])} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
     return p
@@ -25,7 +26,7 @@ def _run(argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,)) 
 
 def iptables_restore(payload: str) -> None:
     """One ``iptables-restore --noflush`` transaction (all tables in the payload commit atomically)."""
-    _run(["iptables-restore", *WAIT, "--noflush"], stdin=payload)
+    _run(["iptables-restore", *WAIT, "--noflush"], stdin=payload, timeout=1800)   # cold 10k: minutes
 
 
 def iptables_save(table: str) -> str:
@@ -62,7 +63,7 @@ def chain_exists(table: str, chain: str) -> bool:
 
 
 def nft_apply(script: str) -> None:
-    _run(["nft", "-f", "-"], stdin=script)
+    _run(["nft", "-f", "-"], stdin=script, timeout=1800)
 
 
 def nft_table_exists(family: str, table: str) -> bool:
