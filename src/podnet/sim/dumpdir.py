@@ -27,7 +27,7 @@ from podnet.sim.parse_ip import (
 )
 from podnet.sim.parse_iptables import parse_iptables_save, render_iptables_save
 from podnet.sim.parse_nft import parse_nft
-from podnet.sim.parse_ss import parse_ss
+from podnet.sim.parse_ss import parse_ss, render_ss
 from podnet.sim.parse_sysctl import parse_sysctl, render_sysctl
 from podnet.sim.snapshot import Iptables, NetnsState, NftRuleset, Snapshot, SnapshotError
 
@@ -148,7 +148,8 @@ def load_snapshot(path: str | os.PathLike[str]) -> Snapshot:
 
 def render_dumps(ns: NetnsState) -> dict[str, str]:
     """The dump texts of a namespace: the loaded sources where present, else rendered from the model
-    (iptables-save, nft, conntrack and sysctl only: iproute2 JSON is never re-synthesised)."""
+    (iptables-save, nft, conntrack, sysctl, ss and netns ids only: iproute2 link/addr/route JSON is
+    never re-synthesised)."""
     texts = dict(ns.sources)
     if "iptables-save.txt" not in texts and ns.iptables.tables:
         texts["iptables-save.txt"] = render_iptables_save(ns.iptables)
@@ -158,6 +159,10 @@ def render_dumps(ns: NetnsState) -> dict[str, str]:
         texts["conntrack.txt"] = render_conntrack(ns.conntrack)
     if "sysctl.txt" not in texts and ns.sysctls:
         texts["sysctl.txt"] = render_sysctl(dict(ns.sysctls))
+    if "ss-listen.txt" not in texts and ns.sockets is not None:
+        texts["ss-listen.txt"] = render_ss(ns.sockets)
+    if "ip-netns.json" not in texts and ns.netns_ids:
+        texts["ip-netns.json"] = json.dumps([{"nsid": k, "name": v} for k, v in ns.netns_ids.items()])
     return texts
 
 
