@@ -376,18 +376,19 @@ def parse(ctx: Context, body: Fields, networking: Networking, nodes: list[NodeSp
         raise ctx.error("routers", "core routers need at least one tor router to peer with")
     served_by: dict[str, list[str]] = {n.name: [] for n in nodes}
     for t in tors:
-        hit = [n.name for n in nodes if all(n.labels.get(k) == v for k, v in t.node_selector.items())]
-        if not hit:
-            raise ctx.error(f"{t.path}.nodeSelector", f"ToR {t.name} serves no node (no node has labels "
-                            f"{_labels(t.node_selector)})")
-        for n in hit:
-            served_by[n].append(t.name)
+        for n in nodes:
+            if all(n.labels.get(k) == v for k, v in t.node_selector.items()):
+                served_by[n.name].append(t.name)
     if tors:
         for i, n in enumerate(nodes):
             if not served_by[n.name]:
                 offers = "; ".join(f"{t.name} serves {_labels(t.node_selector) or 'every node'}" for t in tors)
                 raise ctx.error(f"nodes[{i}].labels", f"node {n.name} ({_labels(n.labels) or 'no labels'}) is "
                                 f"served by no router ({offers})")
+    for t in tors:
+        if not any(t.name in served for served in served_by.values()):
+            raise ctx.error(f"{t.path}.nodeSelector", f"ToR {t.name} serves no node (no node has labels "
+                            f"{_labels(t.node_selector)})")
 
     node_asns: dict[str, int] = {}
     for i, n in enumerate(nodes):
