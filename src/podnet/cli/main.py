@@ -39,13 +39,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from podnet.cli import down, exec_, get, logs, status, up
+    from podnet.cli import down, exec_, get, kubeconfig, logs, status, up
     from podnet.cli.apply import apply_command, delete_command
     from podnet.cli.bgp import command as bgp
     from podnet.cli.netpol import command as netpol
     from podnet.cli.proxy import proxy
 
-    for mod in (up, down, get, exec_, logs, status):
+    for mod in (up, down, get, exec_, logs, status, kubeconfig):
         cli.add_command(mod.command)
     cli.add_command(apply_command)
     cli.add_command(delete_command)

@@ -136,6 +136,7 @@ def up(files: list[str], progress: Progress = lambda s: None) -> UpResult:
     created: list[str] = []
     try:
         started = converge(old, lab, store, docs, created.append, progress)
+        api_server(name, start=True)
     except BaseException:
         progress("failed: rolling back")
         if existed:
@@ -466,6 +467,18 @@ def lab_namespaces(name: str) -> list[str]:
     return [n for n in netns.list_all() if n.startswith(prefix)]
 
 
+def api_server(name: str | None, start: bool) -> None:
+    """Start (kept when it runs) or stop the lab's Kubernetes API server (``podnet.api``: a process of the
+    root namespace on 127.0.0.1); stopping with ``name`` None stops every lab's."""
+    from podnet.api import process as api
+
+    if start:
+        assert name is not None
+        api.ensure(name)
+    else:
+        api.stop(name)
+
+
 def teardown(name: str) -> list[str]:
     """Remove every namespace, process and file of lab ``name``; works from the names alone."""
     netns.require_root()
@@ -481,6 +494,7 @@ def teardown(name: str) -> list[str]:
                 claimed.update(o.all_netns())
                 st.close()
         nss = [n for n in nss if n not in claimed]
+    api_server(name, start=False)
     procs.kill_in(nss)
     for n in nss:
         netns.remove(n)
@@ -493,6 +507,7 @@ def teardown_all() -> list[str]:
     """Every podnet lab and every pn-* leftover, whatever state it is in."""
     netns.require_root()
     nss = [n for n in netns.list_all() if n.startswith(names.PREFIX)]
+    api_server(None, start=False)
     procs.kill_in(nss)
     for n in nss:
         netns.remove(n)

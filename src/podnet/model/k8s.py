@@ -10,6 +10,14 @@ from podnet.model.services import ResolvedService
 from podnet.model.workloads import Namespace
 
 KUBELET_VERSION = "v1.32.0-podnet"
+# every NodeSystemInfo field (the official Python client rejects nodes lacking one)
+NODE_INFO = {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
+             "osImage": "podnet network namespace", "containerRuntimeVersion": "podnet://0.1",
+             "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION, "operatingSystem": "linux",
+             "architecture": "amd64"}
+NODE_CAPACITY = {"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "10Gi"}
+BUILTIN_IMAGE = "podnet/builtin-server"   # containers have no image: these name what runs
+COMMAND_IMAGE = "podnet/command"
 
 
 def node_object(lab: Lab, n: LabNode, ready: bool = True) -> dict[str, Any]:
@@ -25,9 +33,8 @@ def node_object(lab: Lab, n: LabNode, ready: bool = True) -> dict[str, Any]:
             "addresses": [{"type": "InternalIP", "address": str(n.ip)}, {"type": "Hostname", "address": n.name}],
             "conditions": [{"type": "Ready", "status": "True" if ready else "False",
                             "reason": "KubeletReady" if ready else "NetworkUnavailable"}],
-            "nodeInfo": {"kubeletVersion": KUBELET_VERSION, "containerRuntimeVersion": "podnet://0.1",
-                         "osImage": "podnet network namespace", "operatingSystem": "linux",
-                         "architecture": "amd64"},
+            "nodeInfo": dict(NODE_INFO),
+            "capacity": dict(NODE_CAPACITY), "allocatable": dict(NODE_CAPACITY),
         },
     }
 
@@ -46,7 +53,7 @@ def pod_object(lab: Lab, p: PlacedPod, container_state: dict[str, bool] | None =
     containers = []
     statuses = []
     for c in pod.spec.containers:
-        cd: dict[str, Any] = {"name": c.name}
+        cd: dict[str, Any] = {"name": c.name, "image": BUILTIN_IMAGE if not c.argv else COMMAND_IMAGE}
         if c.command:
             cd["command"] = list(c.command)
         if c.args:
@@ -56,7 +63,8 @@ def pod_object(lab: Lab, p: PlacedPod, container_state: dict[str, bool] | None =
                             **({"name": cp.name} if cp.name else {})} for cp in c.ports]
         containers.append(cd)
         running = True if container_state is None else container_state.get(c.name, False)
-        statuses.append({"name": c.name, "ready": running, "restartCount": 0, "started": running,
+        statuses.append({"name": c.name, "image": cd["image"], "imageID": "", "ready": running, "restartCount": 0,
+                         "started": running,
                          "state": {"running": {}} if running else {"terminated": {"exitCode": 1,
                                                                                    "reason": "Error"}}})
     ready = all(s["ready"] for s in statuses)
