@@ -58,4 +58,9 @@ def display(kind: str, body: dict) -> str:
     ns = meta.get("namespace") if isinstance(meta, dict) else None
     if not isinstance(name, str):
         return kind
-    return f"{kind} {ns}/{name}" if isinstance(ns, str) and ns else f"{kind} {name}"
+    if kind in CLUSTER_SCOPED:
+        return f"{kind} {name}"
+    return f"{kind} {ns if isinstance(ns, str) and ns else 'default'}/{name}"
+
+
+CLUSTER_SCOPED = ("Cluster", "Namespace", "Node", "object")
