@@ -44,12 +44,16 @@ def _register() -> None:
     from podnet.cli.bgp import command as bgp
     from podnet.cli.netpol import command as netpol
     from podnet.cli.proxy import proxy
+    from podnet.cli.snapshot import group as snapshot
+    from podnet.cli.trace import command as trace
 
     for mod in (up, down, get, exec_, logs, status, kubeconfig):
         cli.add_command(mod.command)
     cli.add_command(apply_command)
     cli.add_command(delete_command)
     cli.add_command(proxy)
+    cli.add_command(trace)
+    cli.add_command(snapshot)
     cli.add_command(netpol)
     cli.add_command(bgp)
 

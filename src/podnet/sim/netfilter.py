@@ -459,15 +459,20 @@ class IptablesEval:
         rules = ch.rules
         cands = (self.index.chain(table, chain).candidates(pkt.dst, pkt.proto, pkt.dport)
                  if len(rules) > 8 else range(len(rules)))
+        skipped: list[str] = []          # random branches not taken on the way (shown on the next match)
         for pos in cands:
             rule = rules[pos]
             where = f"{table}/{chain} #{rule.num}"
             n_dec = len(ctx.chooser.made)
             if not rule_matches(rule, pkt, ctx, where):
+                if len(ctx.chooser.made) > n_dec:
+                    skipped.append(f"#{rule.num} {ctx.chooser.made[-1].label}")
                 continue
-            note = None
+            notes = [*skipped]
+            skipped = []
             if len(ctx.chooser.made) > n_dec:
-                note = ctx.chooser.made[-1].label
+                notes.append(ctx.chooser.made[-1].label)
+            note = "; ".join(notes) or None
             t = rule.target
             if t is None:
                 run.rules.append(_ref(table, rule, "", note))

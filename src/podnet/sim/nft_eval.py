@@ -69,11 +69,12 @@ def _contains(member: Any, value: Any) -> bool:
 class _SetIndex:
     """A named set or map: exact members in a dict, intervals in a list."""
 
-    __slots__ = ("exact", "intervals")
+    __slots__ = ("comments", "exact", "intervals")
 
     def __init__(self, s: NftSet | None, elems: Any = None) -> None:
         self.exact: dict[Any, Any] = {}
         self.intervals: list[tuple[Any, Any]] = []
+        self.comments: dict[Any, str] = {}
         raw = s.elements if s is not None else (elems or ())
         is_map = s.is_map if s is not None else None
         for e in raw:
@@ -82,6 +83,8 @@ class _SetIndex:
             else:
                 key, val = e, True
             k = _norm(key)
+            if isinstance(key, dict) and isinstance(key.get("elem"), dict) and key["elem"].get("comment"):
+                self.comments[k] = str(key["elem"]["comment"])
             if self._exact_key(k):
                 self.exact.setdefault(k, val)
             else:
@@ -103,6 +106,12 @@ class _SetIndex:
             if _contains(k, value):
                 return v
         return None
+
+    def comment(self, value: Any) -> str | None:
+        hit = self.comments.get(value)
+        if hit is None and self.comments:
+            hit = next((c for k, c in self.comments.items() if _contains(k, value)), None)
+        return hit
 
 
 def _text(e: Any) -> str:
@@ -400,11 +409,17 @@ class NftEval:
         def note() -> str | None:
             return ctx.chooser.made[-1].label if len(ctx.chooser.made) > n_dec else None
 
-        def record(target: str) -> None:
+        def record_note(target: str, extra: str | None = None) -> None:
             nonlocal recorded
             if not recorded:
-                run.rules.append(self._ref(rule, target, note()))
+                n = note()
+                if extra:
+                    n = f"{n}; {extra}" if n else extra
+                run.rules.append(self._ref(rule, target, n))
                 recorded = True
+
+        def record(target: str) -> None:
+            record_note(target)
 
         for st in rule.expr:
             if not isinstance(st, dict) or not st:
@@ -424,6 +439,14 @@ class NftEval:
                 verdict = idx.get(key) if key is not None else None
                 if verdict is None:
                     return "next"
+                elem_note = idx.comment(key)
+                if elem_note:
+                    what = data if isinstance(data, str) else "element"
+                    base = record_note
+
+                    def record_note_elem(target: str, _base: Any = base, _n: str = f'{what} "{elem_note}"') -> None:
+                        _base(target, _n)
+                    return self._verdict(verdict, rule, pkt, ctx, run, depth, record_note_elem)
                 return self._verdict(verdict, rule, pkt, ctx, run, depth, record)
             if k in ("jump", "goto", "accept", "drop", "return", "continue", "reject", "queue"):
                 return self._verdict(st, rule, pkt, ctx, run, depth, record)

@@ -16,6 +16,7 @@ with a disposition from the closed set in ``podnet.trace.model``. Random choices
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -333,10 +334,11 @@ class Walker:
             self._nf_step(ns, hook, run, pkt, in_dev, out_dev)
             if run.verdict == "DROP":
                 reason = DropReason.CHAIN_POLICY if run.decided_by and run.decided_by.num == 0 else DropReason.RULE
-                raise self.end(ns, pkt, Disposition.DROPPED, f"dropped by {self._ref_text(run.decided_by)}", reason)
+                raise self.end(ns, pkt, Disposition.DROPPED,
+                               f"dropped by {self._ref_text(run.decided_by)}{self._why(run)}", reason)
             if run.verdict == "REJECT":
                 raise self.end(ns, pkt, Disposition.REJECTED,
-                               f"rejected by {self._ref_text(run.decided_by)} ({run.reject_with})")
+                               f"rejected by {self._ref_text(run.decided_by)}{self._why(run)} ({run.reject_with})")
             if run.verdict == "QUEUE":
                 raise self.end(ns, pkt, Disposition.UNKNOWN,
                                f"queued to user space by {self._ref_text(run.decided_by)} (not modelled)",
@@ -345,6 +347,21 @@ class Walker:
             self._ct_binding(ns, hook, pkt)
         if hook in ("POSTROUTING", "INPUT"):
             self._ct_confirm(ns, pkt)
+
+    @staticmethod
+    def _why(run: ChainRun) -> str:
+        """When the deciding rule has no comment, the nearest comment or note on the way to it."""
+        d = run.decided_by
+        if d is None or d.comment:
+            return ""
+        for r in reversed(decisive(run.rules)):
+            if r is d:
+                continue
+            if r.note and '"' in r.note:
+                return f" (via {r.note})"
+            if r.comment and r.chain not in ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"):
+                return f' (via {r.chain} #{r.num} "{r.comment}")'
+        return ""
 
     @staticmethod
     def _ref_text(ref: RuleRef | None) -> str:
@@ -528,7 +545,7 @@ class Walker:
                 raise self.end(ns, pkt, Disposition.TOO_BIG, f"{pkt.size} B > mtu {l2.mtu} of {l2.name} in "
                                f"{self.place(ns2)}: the veth drops it")
             self.add(ns, Step(StepKind.LINK, f"{link.name} -> veth peer {l2.name} in {self.place(ns2)}",
-                              dev_out=link.name))
+                              dev_out=link.name, dev_in=l2.name, packet=pkt.summary()))
             self.ingress(ns2, l2.name, pkt, new_visit=True)
             return
         owners = [(n, d) for n, d in self.world.owners(nexthop) if n != ns]
@@ -536,7 +553,7 @@ class Walker:
             ns2, dev2 = owners[0]
             l2 = self.world.ns(ns2).links.get(dev2)
             self.add(ns, Step(StepKind.LINK, f"{link.name} -> network outside the snapshot -> {dev2} of "
-                              f"{self.place(ns2)} ({nexthop})", dev_out=link.name))
+                              f"{self.place(ns2)} ({nexthop})", dev_out=link.name, dev_in=dev2, packet=pkt.summary()))
             if l2 is not None:
                 pkt.dst_mac = l2.mac
             self.ingress(ns2, dev2, pkt, new_visit=True)
@@ -571,7 +588,9 @@ class Walker:
                            "no tunnel endpoint", DropReason.NO_TUNNEL_ENDPOINT)
         pkt.src_mac, pkt.dst_mac = link.mac, mac
         inner = pkt
-        sport = 32768 + (hash((str(inner.src), str(inner.dst), inner.sport, inner.dport)) & 0x3FFF)
+        # the kernel picks the outer source port from a hash of the inner flow (in 32768-60999)
+        flow = f"{inner.src} {inner.dst} {inner.proto} {inner.sport} {inner.dport}".encode()
+        sport = 32768 + zlib.crc32(flow) % (60999 - 32768 + 1)
         outer = Packet(src=vx.local or UNSPECIFIED, dst=remote, proto="udp", sport=sport, dport=port,
                        size=inner.size + VXLAN_OVERHEAD, df=vx.df == "set", tcp_flags=frozenset(), inner=inner)
         enc = Encapsulation("vxlan", link.name, vni, str(outer.src) if outer.src != UNSPECIFIED else "?",
@@ -636,15 +655,21 @@ class Walker:
                                                        and entry.dev in (br.name,))
         if nf_on:
             before = pkt.dst
-            self.nf(ns, "PREROUTING", pkt, br.name, None, physdev_in=port.name, bridged=not local)
-            if pkt.dst != before and not local:
+            self.nf(ns, "PREROUTING", pkt, br.name, None, physdev_in=port.name)
+            if pkt.dst != before:
+                # br_nf_pre_routing_finish: a DNATed frame is routed; if the new destination is
+                # on this same bridge, the frame stays in the bridge ("bridged DNAT"), forwarded
+                # from its input port (back out of it needs hairpin mode)
                 rr = view.fib.lookup(pkt.dst, src=pkt.src, iif=br.name, mark=pkt.mark)
                 if rr.route is not None and rr.route.dev == br.name and rr.route.type == "unicast":
+                    self.add(ns, Step(StepKind.BRIDGE, f"{br.name}: the new destination {pkt.dst} is on {br.name} "
+                                      "itself: bridged DNAT, the frame stays in the bridge", entry=route_text(rr.route)))
                     pkt.dst_mac = self.resolve_neighbour(ns, br, rr.route.gateway or pkt.dst, pkt)
-                    entry = fdb.get((pkt.dst_mac or "").lower())
+                    dst_mac = (pkt.dst_mac or "").lower()
+                    entry = fdb.get(dst_mac)
+                    local = False
                 else:
                     local = True
-                    self.add(ns, Step(StepKind.BRIDGE, f"{br.name}: DNAT made the frame routed: up to the IP stack"))
         if local:
             self.add(ns, Step(StepKind.BRIDGE, f"{br.name}: destination {dst_mac} is the bridge itself: up to the "
                               f"IP stack", dev_in=br.name))
@@ -655,9 +680,12 @@ class Walker:
                            "whose hairpin mode is off", DropReason.HAIRPIN_OFF)
         out_name = self._fdb_port(ns, br, pkt, pkt.dst, in_port=None if port.hairpin else port.name)
         out = view.links[out_name]
-        if out_name == port.name and not port.hairpin:
-            raise self.end(ns, pkt, Disposition.DROPPED, f"{br.name}: {dst_mac} is behind {port.name} itself, "
-                           "hairpin off", DropReason.HAIRPIN_OFF)
+        if out_name == port.name:
+            if not port.hairpin:
+                raise self.end(ns, pkt, Disposition.DROPPED, f"{br.name}: {dst_mac} is behind {port.name} itself, "
+                               "hairpin off", DropReason.HAIRPIN_OFF)
+            self.add(ns, Step(StepKind.BRIDGE, f"{br.name}: back out of {port.name} (hairpin mode on)",
+                              dev_out=port.name))
         if nf_on:
             self.nf(ns, "FORWARD", pkt, br.name, br.name, physdev_in=port.name, physdev_out=out_name, bridged=True)
             self.nf(ns, "POSTROUTING", pkt, None, br.name, physdev_in=port.name, physdev_out=out_name, bridged=True)

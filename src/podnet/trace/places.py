@@ -180,6 +180,10 @@ def services_from_rules(snapshot: Snapshot) -> list[ServicePort]:
             for el in s.elements:
                 try:
                     key, verdict = el[0], el[1]
+                    comment = ""
+                    if isinstance(key, dict) and isinstance(key.get("elem"), dict):
+                        comment = str(key["elem"].get("comment") or "")
+                        key = key["elem"]["val"]
                     ip_s, proto, port = key["concat"]
                     ipaddress.ip_address(ip_s)
                 except (KeyError, TypeError, ValueError, IndexError):
@@ -188,11 +192,15 @@ def services_from_rules(snapshot: Snapshot) -> list[ServicePort]:
                 if isinstance(verdict, dict):
                     target = next(iter(verdict.values()), {}).get("target", "") if verdict else ""
                 m = _NFT_CHAIN.match(target or "")
-                if m is None:
+                if m is not None:
+                    svc_ns, svc_name, port_name = m.group("ns"), m.group("name"), m.group("port")
+                elif re.match(r"^[^/\s]+/[^:\s]+(:\S+)?$", comment):
+                    svc_ns, rest = comment.split("/", 1)
+                    svc_name, _, port_name = rest.partition(":")
+                else:
                     continue
-                k = (m.group("ns"), m.group("name"), int(port), str(proto))
-                seen.setdefault(k, ServicePort(m.group("ns"), m.group("name"), m.group("port"), str(proto), ip_s,
-                                               int(port)))
+                k = (svc_ns, svc_name, int(port), str(proto))
+                seen.setdefault(k, ServicePort(svc_ns, svc_name, port_name, str(proto), ip_s, int(port)))
     return list(seen.values())
 
 
