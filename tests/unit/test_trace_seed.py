@@ -94,7 +94,7 @@ def test_endpoint_picks_a_branch(seed: tuple[Snapshot, Places]) -> None:
 def test_endpoint_that_is_not_possible(seed: tuple[Snapshot, Places]) -> None:
     from podnet.errors import PodnetError
 
-    with pytest.raises(PodnetError, match="not a possible endpoint.*10.244.2.8:8080, 10.244.2.9:8080"):
+    with pytest.raises(PodnetError, match=r"not a possible endpoint.*10\.244\.2\.8:8080, 10\.244\.2\.9:8080"):
         run_trace(seed[0], seed[1], Question("pod-a", "my-service:8080", endpoint="10.244.2.7"))
 
 

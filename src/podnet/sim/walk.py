@@ -663,7 +663,8 @@ class Walker:
                 rr = view.fib.lookup(pkt.dst, src=pkt.src, iif=br.name, mark=pkt.mark)
                 if rr.route is not None and rr.route.dev == br.name and rr.route.type == "unicast":
                     self.add(ns, Step(StepKind.BRIDGE, f"{br.name}: the new destination {pkt.dst} is on {br.name} "
-                                      "itself: bridged DNAT, the frame stays in the bridge", entry=route_text(rr.route)))
+                                      "itself: bridged DNAT, the frame stays in the bridge",
+                                      entry=route_text(rr.route)))
                     pkt.dst_mac = self.resolve_neighbour(ns, br, rr.route.gateway or pkt.dst, pkt)
                     dst_mac = (pkt.dst_mac or "").lower()
                     entry = fdb.get(dst_mac)

@@ -42,9 +42,7 @@ class _Diagram:
             if prev is not None and prev.netns != hop.netns:
                 self.body.append(f"    {self.pid(prev)}{arrow}{pid}: {_esc(pending or '')}")
             for s in hop.steps:
-                if s.kind is StepKind.LINK and s.packet:
-                    pending = s.packet
-                elif s.kind is StepKind.ORIGINATE and s.packet:
+                if (s.kind is StepKind.LINK and s.packet) or (s.kind is StepKind.ORIGINATE and s.packet):
                     pending = s.packet
                 if s.kind in _NOTE_KINDS and s.text:
                     self.body.append(f"    Note over {pid}: {_esc(s.text)}")
