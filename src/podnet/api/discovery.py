@@ -39,7 +39,8 @@ def _resource_entry(r: Resource) -> dict[str, Any]:
         e["categories"] = list(r.categories)
     subs = []
     for s in r.subresources:
-        kind = {"log": ("", "v1", "Pod"), "exec": ("", "v1", "PodExecOptions")}.get(s, (r.group, r.version, r.kind))
+        kind = {"log": ("", "v1", "Pod"), "exec": ("", "v1", "PodExecOptions"),
+                "scale": ("autoscaling", "v1", "Scale")}.get(s, (r.group, r.version, r.kind))
         subs.append({"subresource": s, "responseKind": {"group": kind[0], "version": kind[1], "kind": kind[2]},
                      "verbs": ["get"] if s == "log" else ["create", "get"] if s == "exec" else ["get", "patch",
                                                                                                  "update"]})
@@ -95,7 +96,7 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
             e["categories"] = list(r.categories)
         out.append(e)
         for s in r.subresources:
-            kind = {"log": "Pod", "exec": "PodExecOptions"}.get(s, r.kind)
+            kind = {"log": "Pod", "exec": "PodExecOptions", "scale": "Scale"}.get(s, r.kind)
             out.append({"name": f"{r.plural}/{s}", "singularName": "", "namespaced": r.namespaced, "kind": kind,
                         "verbs": ["get"] if s == "log" else ["create", "get"] if s == "exec" else
                         ["get", "patch", "update"]})

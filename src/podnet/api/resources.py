@@ -50,7 +50,7 @@ RESOURCES: tuple[Resource, ...] = (
              "io.k8s.api.core.v1.Endpoints"),
     Resource("", "v1", "Event", "events", "event", True, ("ev",), (), False, (), "io.k8s.api.core.v1.Event"),
     Resource("apps", "v1", "Deployment", "deployments", "deployment", True, ("deploy",), ("all",), True,
-             ("status",), "io.k8s.api.apps.v1.Deployment"),
+             ("scale", "status"), "io.k8s.api.apps.v1.Deployment"),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", True, (), (), True,
              (), "io.k8s.api.discovery.v1.EndpointSlice"),
     Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", True, ("netpol",),

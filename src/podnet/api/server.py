@@ -322,6 +322,8 @@ class Handler(BaseHTTPRequestHandler):
             return logs.serve(self, res, ns or "", name or "", q)
         if sub == "exec" and method in ("GET", "POST"):
             return exec_.serve(self, ns or "", name or "", q)
+        if sub == "scale" and name is not None:
+            return self.scale(method, res, ns or "", name, one, validation)
         if sub == "status" and method == "GET":
             sub = None
         if sub is not None:
@@ -360,6 +362,33 @@ class Handler(BaseHTTPRequestHandler):
         if method == "DELETE" and name is None:
             return self.delete_collection(res, ns, q, store, one)
         raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
+
+    def scale(self, method: str, res: Resource, ns: str, name: str, dry_run: bool, validation: str) -> None:
+        """``deployments/NAME/scale`` (autoscaling/v1 Scale): what ``kubectl scale`` reads and patches."""
+        writer = self.server.writer
+        got = writer.current(res, ns, name)
+        if got is None:
+            raise not_found(res, name)
+        if method in ("PUT", "PATCH"):
+            self._body_read = True
+            body = self.body()
+            scale = _scale(got[0])
+            if method == "PATCH":
+                from podnet.api import patch as patches
+
+                scale = patches.apply(self.headers.get("Content-Type") or "", scale, body, None)
+            else:
+                scale = body if isinstance(body, dict) else {}
+            replicas = (scale.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise bad_request("spec.replicas must be a non-negative integer")
+            writer.patch(res, ns, name, "application/merge-patch+json", {"spec": {"replicas": replicas}},
+                         dry_run=dry_run, validation=validation, warnings=[])
+            got = writer.current(res, ns, name) or got
+        elif method != "GET":
+            raise ApiError(405, "the server does not allow this method on the requested resource",
+                           "MethodNotAllowed")
+        return self.send_json(200, _scale(got[0]))
 
     def selected(self, res: Resource, ns: str | None, q: dict[str, list[str]], store: Store) \
             -> tuple[list[dict[str, Any]], int]:
@@ -469,6 +498,17 @@ def _event_type(ev, match) -> str | None:
     if now:
         return "ADDED"
     return "DELETED" if before else None
+
+
+def _scale(dep: dict[str, Any]) -> dict[str, Any]:
+    meta = dep["metadata"]
+    sel = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {"replicas": (dep.get("spec") or {}).get("replicas", 1)},
+            "status": {"replicas": (dep.get("status") or {}).get("replicas", 0),
+                       "selector": ",".join(f"{k}={v}" for k, v in sorted(sel.items()))}}
 
 
 def _with_rv(obj: dict[str, Any], rev: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ tell ADDED from MODIFIED and to notice an object entering or leaving a selector.
 from __future__ import annotations
 
 import copy
+import os
 import time
 import uuid
 from typing import Any
@@ -214,6 +215,9 @@ def sync(store: Store, lab: Lab | None = None) -> int:
     states = container_states(lab, store)
     resolved = resolve_services(lab, ready=lambda p: bool(states.get(p.key)) and all(states[p.key].values()))
     want = build(lab, resolved, states, declared_bodies(store))
+    for obj in want.values():
+        if obj["kind"] == "Node":   # the nodes share the host's kernel
+            obj["status"]["nodeInfo"]["kernelVersion"] = os.uname().release
     items, _ = store.list(PREFIX)
     have = {it.key: it.value for it in items}
     uids = {}

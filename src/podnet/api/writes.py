@@ -15,6 +15,7 @@ from typing import Any
 from podnet.api import patch as patches
 from podnet.api import schema, view
 from podnet.api.resources import Resource
+from podnet.api.selectors import selectable
 from podnet.api.status import (
     ApiError,
     already_exists,
@@ -116,6 +117,16 @@ class Writer:
         except PodnetError as e:
             raise _invalid(res, name, e) from None
         return doc
+
+    def _mark_terminating(self, res: Resource, ns: str, name: str, served: Obj) -> None:
+        k = view.key(res, ns, name)
+        it = self.store().get(k)
+        if it is None:
+            return
+        obj = {kk: v for kk, v in served.items()}
+        obj["metadata"] = {kk: v for kk, v in served["metadata"].items() if kk != "resourceVersion"}
+        rev = self.store().put(k, {"object": obj, "created": False, "prev": selectable(it.value["object"])})
+        served["metadata"]["resourceVersion"] = str(rev)
 
     def _apply(self, res: Resource, name: str, doc: Doc) -> None:
         try:
@@ -220,6 +231,11 @@ class Writer:
                                "Forbidden", {"name": name, "kind": "namespaces"})
             if self.declared(res, ns, name) is None:
                 raise _derived(res, name, served)
+            if res.kind == "Pod":   # graceful, as kubelet: Terminating first (watches see it), then gone
+                served["metadata"]["deletionTimestamp"] = view.now_rfc3339()
+                served["metadata"]["deletionGracePeriodSeconds"] = 30
+                if not dry_run:
+                    self._mark_terminating(res, ns, name, served)
             if not dry_run:
                 doc = Doc("<api delete>", 0, rebuild({"apiVersion": res.group_version, "kind": res.kind,
                                                       "metadata": {"name": name,
