@@ -2,7 +2,8 @@
 
 What the CNI bridge plugin (as flannel delegates to it) does for each pod: a veth pair whose host side
 ``veth<8 hex>`` is a port of ``cni0`` with hairpin mode on, pod side ``eth0`` with the pod IP in the node's
-pod CIDR and a default route via the bridge address (isDefaultGateway).
+pod CIDR and a default route via the bridge address (isDefaultGateway). Backend bgp branches to
+compile/calico.py (routed pods, routers, several networks).
 """
 
 from __future__ import annotations
