@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -133,6 +134,8 @@ def ensure_routers(lab: Lab, store: Store) -> int:
     fab = lab.cluster.bgp
     if fab is None:
         return 0
+    if shutil.which("bird") is None or shutil.which("birdc") is None:
+        raise PodnetError("backend bgp needs BIRD 2 (bird, birdc: Debian package bird2; `make deps` installs it)")
     started = 0
     for r in fab.routers:
         ns = names.host_ns(lab.name, r.name)
@@ -154,6 +157,26 @@ def ensure_routers(lab: Lab, store: Store) -> int:
 
 
 # -- convergence -----------------------------------------------------------------------------------
+def nodes_starting(lab: Lab, store: Store) -> list[str]:
+    """Nodes whose BIRD is not (yet) the child of their current calico-node: just (re)started ones."""
+    out = []
+    for n in lab.nodes:
+        pod = lab.pod("kube-system", f"calico-node-{n.name}")
+        agent = labrt.runtime(store, pod).get("calico-node") if pod else None
+        pid = running(lab.name, n.name, n.netns)
+        if agent is None or pid is None or _ppid(pid) != agent:
+            out.append(n.name)
+    return out
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def session_states(lab: Lab) -> dict[str, dict[str, str]]:
     """speaker -> {protocol: info} for every BGP protocol BIRD reports (empty when BIRD is not up)."""
     fab = lab.cluster.bgp
@@ -182,7 +205,11 @@ def wait_established(lab: Lab, timeout: float = 20.0,
         if up != last:
             progress(f"BGP: {up}/{len(planned)} sessions established")
             last = up
-        if up == len(planned) or time.monotonic() > deadline:
+        if up == len(planned):
+            return up, len(planned)
+        if time.monotonic() > deadline:
+            progress(f"BGP: only {up}/{len(planned)} sessions established after {timeout:.0f}s: "
+                     "`podnet bgp status` says why")
             return up, len(planned)
         time.sleep(0.2)
 

@@ -170,8 +170,9 @@ def converge(old: Lab | None, lab: Lab, store: Store, docs: list[Doc], on_create
     _save(store, lab, docs, deleted_keys)   # last: components act on the store once everything runs
     if lab.cluster.bgp:   # backend bgp: routers' BIRDs (nodes' run in calico-node), then the sessions
         from podnet.dataplane import bird
-        started += bird.ensure_routers(lab, store)
-        if started:
+        routers = bird.ensure_routers(lab, store)
+        started += routers
+        if routers or bird.nodes_starting(lab, store):
             bird.wait_established(lab, progress=progress)
     if old is not None:
         keep = {p.key for p in lab.pods}
