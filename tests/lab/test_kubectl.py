@@ -343,3 +343,17 @@ def test_python_client_lists_watches_creates_patches_deletes_and_execs(lab):
     with pytest.raises(kubernetes.client.ApiException) as e:
         list(watch.Watch().stream(v1.list_namespaced_pod, "default", resource_version="1", timeout_seconds=2))
     assert e.value.status == 410
+
+
+def test_networkpolicy_apply_is_unchanged_the_second_time(lab):
+    f = lab.tmp / "np.yaml"
+    f.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web-in}\nspec:\n"
+                 "  podSelector:\n    matchLabels: {app: web}\n    matchExpressions: [{key: tier, operator: In, "
+                 "values: [fe, be]}]\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: client}}}]\n"
+                 "    ports: [{port: 8080}]\n")
+    assert kubectl(lab, "apply", "-f", str(f)).stdout == "networkpolicy.networking.k8s.io/web-in created\n"
+    assert kubectl(lab, "apply", "-f", str(f)).stdout == "networkpolicy.networking.k8s.io/web-in unchanged\n"
+    out = kubectl(lab, "get", "networkpolicy", "-A").stdout
+    assert out.splitlines()[0].split() == ["NAMESPACE", "NAME", "POD-SELECTOR", "AGE"]
+    assert out.splitlines()[1].startswith("default     web-in   app=web,tier in (be,fe)   ")
+    kubectl(lab, "delete", "-f", str(f))

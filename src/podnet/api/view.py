@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from podnet.api import schema
 from podnet.api.resources import BY_KIND, Resource
 from podnet.api.selectors import selectable
 from podnet.dataplane import lab as labrt
@@ -40,15 +41,21 @@ def collection(res: Resource, ns: str | None) -> str:
     return f"{PREFIX}{res.plural}/" + (f"{ns}/" if ns is not None and res.namespaced else "")
 
 
-def fill(declared: Any, model: Any) -> Any:
-    """``declared`` (as written) with ``model``'s fields filled in where it has none (lists element-wise)."""
+def fill(declared: Any, model: Any, node: schema.Node | None = None) -> Any:
+    """``declared`` (as written) with ``model``'s fields filled in where it has none. Lists that merge by key
+    (containers, ports) are filled element-wise; atomic lists (a NetworkPolicy's rules) stay as written, so
+    kubectl's three-way merge finds them unchanged."""
     if isinstance(declared, dict) and isinstance(model, dict):
         out = copy.deepcopy(declared)
         for k, v in model.items():
-            out[k] = fill(declared[k], v) if k in declared else copy.deepcopy(v)
+            sub = schema.child(node, k) if node is not None else None
+            out[k] = fill(declared[k], v, sub) if k in declared else copy.deepcopy(v)
         return out
     if isinstance(declared, list) and isinstance(model, list) and len(declared) == len(model):
-        return [fill(d, m) for d, m in zip(declared, model, strict=True)]
+        if node is not None and schema.list_strategy(node)[0] != "merge":
+            return copy.deepcopy(declared)
+        item = schema.items(node) if node is not None else None
+        return [fill(d, m, item) for d, m in zip(declared, model, strict=True)]
     return copy.deepcopy(declared)
 
 
@@ -102,10 +109,14 @@ def declared_bodies(store: Store) -> dict[tuple[str, str, str], Obj]:
 
 
 # ------------------------------------------------------------------------------------------- building
+def _schema(kind: str) -> schema.Node:
+    return schema.definition(BY_KIND[kind].schema)
+
+
 def _pod(lab: Lab, p, states: dict[str, dict[str, bool]], declared: dict) -> Obj:
     model = k8s.pod_object(lab, p, states.get(p.key, {}))
     body = declared.get(("Pod", p.namespace, p.name)) if not p.pod.owner and not p.component else None
-    obj = fill(body, model) if body else model
+    obj = fill(body, model, _schema("Pod")) if body else model
     obj["status"] = model["status"]
     images = {c["name"]: c.get("image", "") for c in obj["spec"].get("containers") or []}
     for cs in obj["status"]["containerStatuses"]:
@@ -140,7 +151,7 @@ def _deployment(d, lab: Lab, states: dict[str, dict[str, bool]], body: Obj | Non
                       "strategy": {"type": "RollingUpdate",
                                    "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
                       "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600}}
-    obj = fill(body, model) if body else model
+    obj = fill(body, model, _schema("Deployment")) if body else model
     obj["status"] = {"observedGeneration": 1, "replicas": len(pods), "updatedReplicas": len(pods),
                      "readyReplicas": ready, "availableReplicas": ready,
                      "conditions": [{"type": "Available", "status": "True" if ready >= d.replicas else "False",
@@ -164,7 +175,7 @@ def build(lab: Lab, resolved: ResolvedServices, states: dict[str, dict[str, bool
         model = k8s.namespace_object(ns)
         model["spec"] = {"finalizers": ["kubernetes"]}
         body = declared.get(("Namespace", "", ns.meta.name))
-        put(fill(body, model) if body else model, "Namespace")
+        put(fill(body, model, _schema("Namespace")) if body else model, "Namespace")
     for n in lab.nodes:
         put(k8s.node_object(lab, n), "Node")
     for p in lab.pods:
@@ -172,7 +183,7 @@ def build(lab: Lab, resolved: ResolvedServices, states: dict[str, dict[str, bool
     for rs in resolved.services:
         s = rs.service
         body = declared.get(("Service", s.meta.namespace, s.meta.name))
-        obj = fill(body, k8s.service_object(rs)) if body else k8s.service_object(rs)
+        obj = fill(body, k8s.service_object(rs), _schema("Service")) if body else k8s.service_object(rs)
         put(obj, "Service")
         if s.selector and s.type != "ExternalName":
             put(k8s.endpoints_object(rs, resolved.slices_of(rs.key)), "Endpoints")
@@ -185,10 +196,10 @@ def build(lab: Lab, resolved: ResolvedServices, states: dict[str, dict[str, bool
                 "endpointslice-controller.k8s.io"
             model["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Service", "name": sl.service,
                                                      "controller": True, "blockOwnerDeletion": True}]
-        put(fill(body, model) if body else model, "EndpointSlice")
+        put(fill(body, model, _schema("EndpointSlice")) if body else model, "EndpointSlice")
     for np in lab.networkpolicies:
         body = declared.get(("NetworkPolicy", np.meta.namespace, np.meta.name))
-        put(fill(body, np.to_object()) if body else np.to_object(), "NetworkPolicy")
+        put(fill(body, np.to_object(), _schema("NetworkPolicy")) if body else np.to_object(), "NetworkPolicy")
     for d in lab.deployments:
         put(_deployment(d, lab, states, declared.get(("Deployment", d.meta.namespace, d.meta.name))), "Deployment")
     return out

@@ -109,13 +109,16 @@ class Writer:
             del meta[k]
         return out
 
-    def _validate(self, res: Resource, name: str, body: Obj) -> Doc:
-        doc = Doc(f"<api {res.plural}/{body['metadata'].get('namespace', '')}/{name}>".replace("//", "/"), 0,
-                  rebuild(body, 1))
+    def _validate(self, res: Resource, name: str, body: Obj, warnings: list[str]) -> Doc:
+        """The lab model's validation (422 naming the field); what podnet accepts but does not honour comes
+        back as warnings (kubectl prints them as ``Warning: ...``)."""
+        path = f"<api {res.plural}/{body['metadata'].get('namespace', '')}/{name}>".replace("//", "/")
+        doc = Doc(path, 0, rebuild(body, 1))
         try:
-            parse_docs([doc])
+            parsed = parse_docs([doc])
         except PodnetError as e:
             raise _invalid(res, name, e) from None
+        warnings.extend(w.removeprefix(f"{path}:1: ") for w in parsed.warnings)
         return doc
 
     def _mark_terminating(self, res: Resource, ns: str, name: str, served: Obj) -> None:
@@ -153,7 +156,7 @@ class Writer:
             self._check_namespace(res, ns)
             if self.current(res, ns, name) is not None:
                 raise already_exists(res, name)
-            doc = self._validate(res, name, body)
+            doc = self._validate(res, name, body, warnings)
             if dry_run:
                 return _dry(body)
             self._apply(res, name, doc)
@@ -189,7 +192,7 @@ class Writer:
                 _check_pod_update(res, name, old, new)
             if new == old:
                 return served
-            doc = self._validate(res, name, new)
+            doc = self._validate(res, name, new, warnings)
             if dry_run:
                 out = view.fill(new, served)
                 out["metadata"]["resourceVersion"] = served["metadata"]["resourceVersion"]
