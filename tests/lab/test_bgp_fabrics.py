@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.lab.conftest import run, running_lab
+from tests.lab.conftest import run, running_lab, sh
 
 HEAD = """\
 apiVersion: podnet.dev/v1alpha1
@@ -26,7 +26,7 @@ nodes:
   - {name: node3, ip: 192.168.1.12}
 """
 
-RACKS = HEAD + """\
+RACKS = HEAD.replace("clusterDNS: false}", "clusterDNS: false, mtu: 9000}") + """\
 bgp:
   asPerRack: true
   networks: [{name: spine, subnet: 10.255.0.0/24}]
@@ -103,3 +103,17 @@ def test_as_per_rack_through_the_spine(lab_of):
         by = {p["metadata"]["name"]: p["status"]["podIP"] for p in lab.get_json("pods")["items"]}
         assert curl_web(lab, "web-node1", by["web-node2"])[:3] == ["web-node2", by["web-node2"], by["web-node1"]]
         assert "via 192.168.1.1 dev eth0" in lab.node("node1", "ip", "route", "get", by["web-node2"]).stdout
+        # nothing is encapsulated: the pod MTU is the underlay's, and a full-size packet crosses unfragmented
+        assert lab.exec("web-node1", "cat", "/sys/class/net/eth0/mtu").stdout.strip() == "9000"
+        out = lab.exec("web-node1", "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "8972", by["web-node2"]).stdout
+        assert "1 received" in out, out
+
+
+def test_an_invalid_fabric_is_one_line_and_builds_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RACKS.replace("labels: {rack: r2}", "labels: {rack: r9}").replace("name: fabric", "name: tbad1"))
+    p = run("up", str(bad), check=False)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert "nodes[1].labels: node node2 (rack=r9) is served by no router" in p.stderr
+    assert p.stderr.startswith(f"error: {bad}:")
+    assert not [n for n in sh("ip", "netns", "list").stdout.splitlines() if n.startswith("pn-tbad1-")]
