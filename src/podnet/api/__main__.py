@@ -51,7 +51,10 @@ def main() -> None:
         with open(ca, "rb") as f:
             ca_pem = f.read()
     store = labrt.open_store(lab)
-    view.sync(store)
+    try:   # a lab being created has nothing to serve yet: the sync loop fills the view once it has
+        view.sync(store)
+    except Exception as e:
+        print(f"initial sync: {e}", flush=True)
     store.close()
     try:
         srv = server.ApiServer(lab, store_path, args.port, token, ctx)
@@ -63,6 +66,7 @@ def main() -> None:
     cfg = kubeconfig.build(lab, url, token, ca_pem)
     _write_atomic(process.kubeconfig_path(lab), yaml.safe_dump(cfg, sort_keys=False), 0o600)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    srv.exit_when_lab_gone = True
     srv.start_background()
     _write_atomic(process.state_path(lab), json.dumps({"pid": os.getpid(), "port": port, "scheme": scheme,
                                                        "server": url}), 0o644)

@@ -81,9 +81,14 @@ def running(lab: str) -> dict | None:
 
 def ensure(lab: str) -> dict:
     """Start the lab's API server unless it runs; returns its state (pid, port, scheme)."""
-    st = running(lab)
-    if st:
-        return st
+    return wait(lab, start(lab))
+
+
+def start(lab: str) -> subprocess.Popen | None:
+    """Spawn the lab's API server unless it runs (None then); :func:`wait` for it to serve. ``up`` spawns it
+    before wiring the lab, so its start-up overlaps the wiring."""
+    if running(lab):
+        return None
     old = read_state(lab) or {}
     port = int(old.get("port") or os.environ.get("PODNET_API_PORT") or 0)
     http = os.environ.get("PODNET_API_HTTP", "") not in ("", "0", "false")
@@ -94,10 +99,20 @@ def ensure(lab: str) -> dict:
     argv = [sys.executable, "-m", "podnet.api", "--lab", lab, "--port", str(port), *(["--http"] if http else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                 cwd="/", env=env, close_fds=True)
     finally:
         os.close(log)
+
+
+def wait(lab: str, proc: subprocess.Popen | None) -> dict:
+    """The server's state once it serves (it wrote ``server.json``); a PodnetError if it does not start."""
+    if proc is None:
+        st = running(lab)
+        if st:
+            return st
+        proc = start(lab)
+        assert proc is not None
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         st = read_state(lab)

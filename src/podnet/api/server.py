@@ -28,6 +28,7 @@ from podnet.api.resources import GROUPS, Resource, lookup
 from podnet.api.selectors import matcher, selectable
 from podnet.api.status import ApiError, bad_request, expired, no_resource, not_found
 from podnet.api.writes import Writer
+from podnet.errors import PodnetError
 from podnet.store.kv import Compacted, Store
 
 WATCH_DEFAULT_TIMEOUT = 1800.0        # seconds, when the client names none (kube-apiserver: 30-60 min)
@@ -74,6 +75,7 @@ class ApiServer(ThreadingHTTPServer):
         self.ssl_ctx = ssl_ctx
         self.local = threading.local()
         self.stop = threading.Event()
+        self.exit_when_lab_gone = False     # the server process sets it; tests running it in-process do not
         self.hub = Hub(self.new_store)
         self.writer = Writer(lab, self.thread_store)
         super().__init__(("127.0.0.1", port), Handler)
@@ -105,9 +107,13 @@ class ApiServer(ThreadingHTTPServer):
         store = self.new_store()
         seen, last_sync, last_compact = -1, 0.0, time.monotonic()
         compact_to = store.revision
+        last_error = ""
         while not self.stop.is_set():
-            if not os.path.exists(self.store_path):
-                os._exit(0)   # the lab was removed
+            if not os.path.exists(self.store_path):   # the lab was removed
+                if self.exit_when_lab_gone:
+                    os._exit(0)
+                self.stop.set()
+                return
             try:
                 rev = store.revision
                 now = time.monotonic()
@@ -118,6 +124,11 @@ class ApiServer(ThreadingHTTPServer):
                 if now - last_compact >= COMPACT_EVERY:
                     store.compact(compact_to)   # history older than one interval, as kube-apiserver does
                     compact_to, last_compact = store.revision, now
+            except PodnetError as e:   # e.g. a lab still being created
+                if str(e) != last_error:
+                    print(f"sync: {e}", flush=True)
+                last_error = str(e)
+                time.sleep(0.2)
             except Exception:
                 traceback.print_exc()
                 time.sleep(1)

@@ -134,9 +134,10 @@ def up(files: list[str], progress: Progress = lambda s: None) -> UpResult:
         manifests = parse_docs(docs)
     lab = resolve(manifests, previous=_assignments(store) if existed else None)
     created: list[str] = []
+    api = _api().start(name)   # its start-up overlaps the wiring
     try:
         started = converge(old, lab, store, docs, created.append, progress)
-        api_server(name, start=True)
+        _api().wait(name, api)
     except BaseException:
         progress("failed: rolling back")
         if existed:
@@ -468,16 +469,11 @@ def lab_namespaces(name: str) -> list[str]:
     return [n for n in netns.list_all() if n.startswith(prefix)]
 
 
-def api_server(name: str | None, start: bool) -> None:
-    """Start (kept when it runs) or stop the lab's Kubernetes API server (``podnet.api``: a process of the
-    root namespace on 127.0.0.1); stopping with ``name`` None stops every lab's."""
-    from podnet.api import process as api
+def _api():
+    """The lab's Kubernetes API server (``podnet.api.process``: a root-namespace process on 127.0.0.1)."""
+    from podnet.api import process
 
-    if start:
-        assert name is not None
-        api.ensure(name)
-    else:
-        api.stop(name)
+    return process
 
 
 def teardown(name: str) -> list[str]:
@@ -495,7 +491,7 @@ def teardown(name: str) -> list[str]:
                 claimed.update(o.all_netns())
                 st.close()
         nss = [n for n in nss if n not in claimed]
-    api_server(name, start=False)
+    _api().stop(name)
     procs.kill_in(nss)
     for n in nss:
         netns.remove(n)
@@ -508,7 +504,7 @@ def teardown_all() -> list[str]:
     """Every podnet lab and every pn-* leftover, whatever state it is in."""
     netns.require_root()
     nss = [n for n in netns.list_all() if n.startswith(names.PREFIX)]
-    api_server(None, start=False)
+    _api().stop(None)
     procs.kill_in(nss)
     for n in nss:
         netns.remove(n)
