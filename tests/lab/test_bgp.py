@@ -94,6 +94,9 @@ def test_routed_pod_wiring(lab):
     assert '"type": "calico"' in lab.node("node1", "sh", "-c", "cat /etc/cni/net.d/*").stdout
     logs = run("logs", "calico-node-node1", "-n", "kube-system", "--lab", lab.name).stdout
     assert "Started BIRD" in logs and "Calico node started successfully" in logs
+    # calico-node keeps the workload routes, as felix does
+    lab.node("node1", "ip", "route", "del", "10.244.1.5/32")
+    wait_for(lambda: "10.244.1.5 dev cali" in routes(lab, "node1"), timeout=6)
 
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")

@@ -4,7 +4,7 @@ What it does, as calico-node does with BIRD, confd and felix:
 - renders the node's BIRD configuration (compile/bird.py) to ``/run/podnet/<lab>/bird/<node>.conf`` and
   runs ``bird -f`` as its child, control socket ``<node>.ctl`` next to it; BIRD logs to this pod's log;
 - keeps the node's workload routes: a ``<pod IP>/32 dev cali...`` route and the proxy-ARP settings per
-  local pod, removing routes to cali interfaces no pod owns any more (felix's job);
+  local pod, removing any other route through a pod's cali interface (felix's job);
 - whenever the store's revision moves (``podnet apply``/``delete``) and every 2 s it reconciles, and
   re-renders the BIRD configuration, applying a change with ``birdc configure``.
 
@@ -62,18 +62,21 @@ def workload_spec(lab: Lab, node: str, links: set[str]) -> NetnsSpec:
 
 
 def prune(applier: Applier, lab: Lab, node: str) -> list[str]:
-    """Delete routes via cali interfaces that no local pod owns (a pod that was deleted)."""
+    """Delete routes that point a local pod's cali interface at an address that is not the pod's.
+
+    A cali interface no pod of this lab owns is left alone: it belongs to a pod being created right now
+    (its route comes with it) or being removed (its routes go with its interface)."""
     h = applier.handle(lab.node(node).netns)
-    want = {(r.dst, r.dev) for r in calico.workload_routes(lab, node)}
+    owner = {r.dev: r.dst for r in calico.workload_routes(lab, node)}
     by_index = {info["index"]: name for name, info in h.links().items()}
     gone = []
     for r in h.ipr.get_routes(family=socket.AF_INET, table=254):
         dev = by_index.get(r.get("RTA_OIF"))
         dst = r.get("RTA_DST")
-        if not dev or not dev.startswith("cali") or dst is None:
+        if dev not in owner or dst is None:
             continue
         cidr = f"{dst}/{r['dst_len']}"
-        if (cidr, dev) not in want:
+        if cidr != owner[dev]:
             h.ipr.route("del", dst=cidr, oif=r.get("RTA_OIF"), table=254)
             gone.append(f"{cidr} dev {dev}")
     return gone
@@ -152,7 +155,7 @@ class Agent:
         h.refresh()
         applier.apply(workload_spec(self.lab, self.node, set(h.links())))
         for gone in prune(applier, self.lab, self.node):
-            log(f"Removed route to a workload that is gone: {gone}", "felix/route_table.go 760")
+            log(f"Removed a stale workload route: {gone}", "felix/route_table.go 760")
 
     def run(self) -> int:
         lab, node = self.lab, self.lab.node(self.node)
