@@ -20,7 +20,7 @@ def test_dump_commands_are_the_documented_ones() -> None:
     assert "nft -j list ruleset > nft.json" in cmds
     assert "conntrack -L -o extended > conntrack.txt" in cmds
     assert "bridge -j -d link show > bridge-link.json" in cmds
-    assert len(cmds) == len(DUMP_FILES) == 13
+    assert len(cmds) == len(DUMP_FILES) == 14
     doc = (Path(__file__).parents[2] / "docs" / "snapshot.md").read_text()
     for c in cmds:
         assert c in doc, f"docs/snapshot.md does not show: {c}"

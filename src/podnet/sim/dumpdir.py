@@ -23,6 +23,7 @@ from podnet.sim.parse_ip import (
     parse_ip_neigh,
     parse_ip_netns,
     parse_ip_route,
+    parse_ip_route_cache,
     parse_ip_rule,
 )
 from podnet.sim.parse_iptables import parse_iptables_save, render_iptables_save
@@ -60,6 +61,7 @@ DUMP_FILES: tuple[DumpFile, ...] = (
     DumpFile("sysctl.txt", ("sysctl", "-a", "-r", SYSCTL_PATTERN), "forwarding, rp_filter, br_netfilter"),
     DumpFile("ss-listen.txt", ("ss", "-H", "-l", "-n", "-t", "-u", "-S"), "listening sockets"),
     DumpFile("ip-netns.json", ("ip", "-j", "netns", "list-id"), "names of peer namespaces (veth pairs)"),
+    DumpFile("ip-route-cache.json", ("ip", "-j", "route", "show", "cached"), "learned path MTUs"),
 )
 FILE_NAMES = frozenset(f.name for f in DUMP_FILES)
 
@@ -107,6 +109,7 @@ def netns_from_dumps(name: str, texts: Mapping[str, str], *, where: str = "",
         sysctls=parse("sysctl.txt", parse_sysctl, {}),
         sockets=parse("ss-listen.txt", parse_ss, None),
         netns_ids=parse("ip-netns.json", parse_ip_netns, {}),
+        route_cache=parse("ip-route-cache.json", parse_ip_route_cache, ()),
         sources=dict(texts),
     )
 

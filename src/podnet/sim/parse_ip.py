@@ -213,6 +213,14 @@ def parse_ip_route(text: str, source: str = "ip-route.json") -> tuple[Route, ...
     return tuple(out)
 
 
+def parse_ip_route_cache(text: str, source: str = "ip-route-cache.json") -> tuple[Route, ...]:
+    """``ip -j route show cached``: exceptions the kernel learned (path MTU from ICMP "fragmentation
+    needed", redirects), each with its ``mtu`` metric; kept apart from the tables as table "cache"."""
+    import dataclasses
+
+    return tuple(dataclasses.replace(r, table="cache") for r in parse_ip_route(text, source))
+
+
 # --- policy routing rules ------------------------------------------------------------------------
 
 

@@ -595,6 +595,7 @@ class NetnsState:
     conntrack: tuple[ConntrackEntry, ...] = ()
     sysctls: Mapping[str, str] = field(default_factory=dict)
     sockets: tuple[Socket, ...] | None = None   # None: not dumped (listeners unknown)
+    route_cache: tuple[Route, ...] = ()         # learned exceptions (path MTU), ``ip route show cached``
     netns_ids: Mapping[int, str] = field(default_factory=dict)   # peer netns id -> netns name
     sources: Mapping[str, str] = field(default_factory=dict)  # dump file name -> text, as loaded
 

@@ -156,10 +156,11 @@ class Walker:
         if route.type == "local":
             self._local_out(ns, pkt)
             return
-        mtu = route.mtu or view.mtu(dev)
+        mtu, learned = view.path_mtu(pkt.dst, route.mtu, dev)
         if pkt.size > mtu and pkt.df and not kernel:
+            why = f"learned path MTU {mtu} to {pkt.dst} (ip route show cached)" if learned else f"mtu {mtu}"
             raise self.end(ns, pkt, Disposition.TOO_BIG,
-                           f"too big at {dev}: {pkt.size} B > mtu {mtu} with DF set (the socket gets EMSGSIZE)")
+                           f"too big at {dev}: {pkt.size} B > {why} with DF set (the socket gets EMSGSIZE)")
         dst0, mark0 = pkt.dst, pkt.mark
         self.nf(ns, "OUTPUT", pkt, None, dev)
         if pkt.dst != dst0 or pkt.mark != mark0:      # ip_route_me_harder
@@ -738,11 +739,12 @@ class Walker:
         pkt.ttl -= 1
         if pkt.ttl <= 0:
             raise self.end(ns, pkt, Disposition.DROPPED, "TTL exceeded", DropReason.TTL_EXCEEDED)
-        mtu = route.mtu or view.mtu(out_dev)
+        mtu, learned = view.path_mtu(pkt.dst, route.mtu, out_dev)
         if pkt.size > mtu:
             if pkt.df:
+                why = f"learned path MTU {mtu}" if learned else f"mtu {mtu}"
                 raise self.end(ns, pkt, Disposition.TOO_BIG,
-                               f"too big at {out_dev}: {pkt.size} B > mtu {mtu} with DF set (ICMP fragmentation "
+                               f"too big at {out_dev}: {pkt.size} B > {why} with DF set (ICMP fragmentation "
                                f"needed, mtu {mtu}, sent back to {pkt.src})")
             self.add(ns, Step(StepKind.MTU, f"{pkt.size} B > mtu {mtu} of {out_dev}: fragmented", dev_out=out_dev))
         self.nf(ns, "FORWARD", pkt, in_dev, out_dev, physdev_in=physdev_in)

@@ -47,6 +47,8 @@ class NsView:
             self.nft[f"{fam} {tname}"] = NftEval(t)
         self._ct: SnapshotConntrack | None = None
         self.sockets: tuple[Socket, ...] | None = st.sockets
+        self.pmtu: dict[IPAddress, int] = {r.dst.network_address: r.mtu for r in st.route_cache
+                                           if r.mtu and r.dst.prefixlen == r.dst.max_prefixlen}
         # conntrack runs in a namespace once something needs it: NAT, a conntrack match, nftables
         # base chains (kube-proxy's), or entries already in the table
         self.ct_active = (bool(st.conntrack) or any(e.nat for es in self.plan.values() for e in es)
@@ -80,6 +82,15 @@ class NsView:
             return True
         # the kernel default (1) applies when the dump lacks the key (br_netfilter is loaded on any node)
         return self.st.sysctl_int("net.bridge.bridge-nf-call-iptables", 1) == 1
+
+    def path_mtu(self, dst: IPAddress, route_mtu: int | None, dev: str) -> tuple[int, bool]:
+        """The MTU toward ``dst``: the route's or the device's, lowered by a learned path MTU
+        (``ip route show cached``); the flag says whether the learned one is what limits."""
+        base = route_mtu or self.mtu(dev)
+        learned = self.pmtu.get(dst)
+        if learned is not None and learned < base:
+            return learned, True
+        return base, False
 
     def mtu(self, dev: str) -> int:
         lk = self.links.get(dev)
