@@ -386,3 +386,25 @@ def test_plain_http_only_when_asked(lab):
         srv.stop.set()
         srv.shutdown()
         srv.server_close()
+
+
+def test_create_namespace_run_a_pod_and_delete_the_namespace(lab):
+    assert kubectl(lab, "create", "namespace", "team1").stdout == "namespace/team1 created\n"   # protobuf body
+    assert "kubernetes.io/metadata.name=team1" in kubectl(lab, "get", "ns", "team1", "--show-labels").stdout
+    kubectl(lab, "run", "web", "-n", "team1", "--image=nginx", "--port=80")
+    ip = kubectl(lab, "get", "pod", "web", "-n", "team1", "-o", "jsonpath={.status.podIP}").stdout
+    out = lab.exec("pod-a", "curl", "-s", "--max-time", "3", f"{ip}:80").stdout.split()
+    assert out[:2] == ["web", ip]
+    assert kubectl(lab, "delete", "namespace", "team1").stdout == 'namespace "team1" deleted\n'
+    assert not any("team1" in n for n in lab.namespaces())
+    p = kubectl(lab, "create", "deployment", "x", "--image=nginx", check=False)
+    assert p.returncode == 1 and "use `kubectl apply -f`" in p.stderr
+
+
+def test_kube_system_workloads(lab):
+    ds = {r[0]: r for r in rows(kubectl(lab, "get", "ds", "-n", "kube-system").stdout)}
+    assert ds["kube-proxy"][1:4] == ["2", "2", "2"] and "kube-flannel-ds" in ds
+    assert rows(kubectl(lab, "get", "deploy", "-n", "kube-system").stdout)[0][:2] == ["coredns", "2/2"]
+    assert "CoreDNS" in kubectl(lab, "logs", "-n", "kube-system", "deploy/coredns").stdout
+    p = kubectl(lab, "delete", "pod", "-n", "kube-system", "kube-proxy-node1", check=False)
+    assert p.returncode == 1 and "belongs to DaemonSet/kube-proxy" in p.stderr

@@ -51,6 +51,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "Event", "events", "event", True, ("ev",), (), False, (), "io.k8s.api.core.v1.Event"),
     Resource("apps", "v1", "Deployment", "deployments", "deployment", True, ("deploy",), ("all",), True,
              ("scale", "status"), "io.k8s.api.apps.v1.Deployment"),
+    Resource("apps", "v1", "DaemonSet", "daemonsets", "daemonset", True, ("ds",), ("all",), False, ("status",),
+             "io.k8s.api.apps.v1.DaemonSet"),
     Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", True, (), (), True,
              (), "io.k8s.api.discovery.v1.EndpointSlice"),
     Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", True, ("netpol",),

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from podnet.api import discovery, exec_, logs, tables, view
+from podnet.api import discovery, exec_, logs, protobuf, tables, view
 from podnet.api.resources import GROUPS, Resource, lookup
 from podnet.api.selectors import matcher, selectable
 from podnet.api.status import ApiError, bad_request, expired, no_resource, not_found
@@ -207,8 +207,7 @@ class Handler(BaseHTTPRequestHandler):
             except yaml.YAMLError as e:
                 raise bad_request(f"error converting YAML to JSON: {e}") from None
         if "protobuf" in ctype:
-            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
-                           "application/json, application/yaml", "UnsupportedMediaType")
+            return protobuf.decode(raw)
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:

@@ -195,6 +195,16 @@ def deployment_row(o: Obj, now: float) -> list[Any]:
             fmt_selector(spec.get("selector"))]
 
 
+def daemonset_row(o: Obj, now: float) -> list[Any]:
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    tspec = (spec.get("template") or {}).get("spec") or {}
+    containers = tspec.get("containers") or []
+    return [o["metadata"]["name"], st.get("desiredNumberScheduled", 0), st.get("currentNumberScheduled", 0),
+            st.get("numberReady", 0), st.get("updatedNumberScheduled", 0), st.get("numberAvailable", 0),
+            fmt_labels(tspec.get("nodeSelector")), age(o, now), ",".join(c.get("name", "") for c in containers),
+            ",".join(c.get("image", "") for c in containers), fmt_selector(spec.get("selector"))]
+
+
 def event_row(o: Obj, now: float) -> list[Any]:
     first = o.get("firstTimestamp") or o.get("eventTime")
     last = o.get("lastTimestamp") or first
@@ -230,6 +240,10 @@ COLUMNS: dict[str, tuple[list[Col], Callable[[Obj, float], list[Any]]]] = {
     "deployments": ([("Name", "string", 0), ("Ready", "string", 0), ("Up-to-date", "integer", 0),
                      ("Available", "integer", 0), ("Age", "string", 0), ("Containers", "string", 1),
                      ("Images", "string", 1), ("Selector", "string", 1)], deployment_row),
+    "daemonsets": ([("Name", "string", 0), ("Desired", "integer", 0), ("Current", "integer", 0),
+                    ("Ready", "integer", 0), ("Up-to-date", "integer", 0), ("Available", "integer", 0),
+                    ("Node Selector", "string", 0), ("Age", "string", 0), ("Containers", "string", 1),
+                    ("Images", "string", 1), ("Selector", "string", 1)], daemonset_row),
     "events": ([("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0),
                 ("Object", "string", 0), ("Subobject", "string", 1), ("Source", "string", 1),
                 ("Message", "string", 0), ("First Seen", "string", 1), ("Count", "integer", 1),

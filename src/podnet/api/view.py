@@ -162,6 +162,33 @@ def _deployment(d, lab: Lab, states: dict[str, dict[str, bool]], body: Obj | Non
     return obj
 
 
+def _owned(kind: str, ns: str, name: str, pods: list, states: dict[str, dict[str, bool]]) -> Obj:
+    """A read-only workload for pods the lab makes itself (coredns, the per-node components)."""
+    common = dict(pods[0].pod.meta.labels)
+    for p in pods[1:]:
+        common = {k: v for k, v in common.items() if p.pod.meta.labels.get(k) == v}
+    common.pop("pod-template-hash", None)
+    ready = sum(1 for p in pods if states.get(p.key) and all(states[p.key].values()))
+    spec: Obj = {"selector": {"matchLabels": common},
+                 "template": {"metadata": {"labels": dict(common)},
+                              "spec": {"containers": [{"name": c.name, "image": f"podnet/{pods[0].component}"}
+                                                      for c in pods[0].pod.spec.containers]}}}
+    if pods[0].host_network:
+        spec["template"]["spec"]["hostNetwork"] = True
+    meta = {"name": name, "namespace": ns, "labels": dict(common), "generation": 1}
+    if kind == "DaemonSet":
+        n = len(pods)
+        spec["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}
+        status: Obj = {"currentNumberScheduled": n, "desiredNumberScheduled": n, "numberMisscheduled": 0,
+                       "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": n,
+                       "observedGeneration": 1}
+    else:
+        spec["replicas"] = len(pods)
+        status = {"observedGeneration": 1, "replicas": len(pods), "updatedReplicas": len(pods),
+                  "readyReplicas": ready, "availableReplicas": ready}
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": meta, "spec": spec, "status": status}
+
+
 def build(lab: Lab, resolved: ResolvedServices, states: dict[str, dict[str, bool]],
           declared: dict[tuple[str, str, str], Obj]) -> dict[str, Obj]:
     """Every served object by its store key (without uid, creationTimestamp and resourceVersion)."""
@@ -202,6 +229,15 @@ def build(lab: Lab, resolved: ResolvedServices, states: dict[str, dict[str, bool
         put(fill(body, np.to_object(), _schema("NetworkPolicy")) if body else np.to_object(), "NetworkPolicy")
     for d in lab.deployments:
         put(_deployment(d, lab, states, declared.get(("Deployment", d.meta.namespace, d.meta.name))), "Deployment")
+    owned: dict[tuple[str, str, str], list] = {}
+    for p in lab.pods:
+        kind, _, name = p.pod.owner.partition("/")
+        if kind in ("Deployment", "DaemonSet"):
+            owned.setdefault((kind, p.namespace, name), []).append(p)
+    declared_deployments = {d.key for d in lab.deployments}
+    for (kind, ns, name), pods in owned.items():
+        if kind == "DaemonSet" or f"{ns}/{name}" not in declared_deployments:
+            put(_owned(kind, ns, name, pods, states), kind)
     return out
 
 
