@@ -199,7 +199,6 @@ def router_config(lab: Lab, r: Router) -> str:
             "}",
         ]
         for s in routers:
-            kind = ("core router" if s.peer_kind == "core" else "top-of-rack router") + (
-                ", route-reflector client" if s.rr_client else "")
-            out += _session(s, "fabric", f"{s.peer} ({kind})")
+            kind = "core router" if s.peer_kind == "core" else "top-of-rack router"
+            out += _session(s, "fabric", f"{s.peer} ({kind}, eBGP)")
     return "\n".join(out) + "\n"

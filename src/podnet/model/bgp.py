@@ -241,11 +241,9 @@ class Fabric:
             assert net is not None
             lip, pip = r.ip_on(net.name), other.ip_on(net.name)
             assert lip is not None and pip is not None
-            # a core reflects between ToRs of its own AS; ToRs without a core form a full iBGP mesh
-            rr = r.role == "core" and other.role == "tor" and other.asn == r.asn
+            # routers have distinct AS numbers (checked at parse time): these sessions are eBGP
             out.append(Session(r.name, lip, r.asn, other.name, other.role, pip, other.asn,
-                               TYPE_CORE if other.role == "core" else TYPE_TOR, protocol_name(other.name),
-                               rr_client=rr))
+                               TYPE_CORE if other.role == "core" else TYPE_TOR, protocol_name(other.name)))
         return out
 
 
@@ -360,7 +358,14 @@ def parse(ctx: Context, body: Fields, networking: Networking, nodes: list[NodeSp
             if ip in owners:
                 raise ctx.error(path, f"duplicate IP {ip} (already used by {owners[ip]})")
             owners[ip] = f"router {name}"
-            ifaces.append(Iface(f"eth{len(ifaces)}", ip, net))
+            iface = f"eth{len(ifaces)}"
+            if iface != "eth0":   # its underlay port is u-<router>-eth<i>: keep that free of host names
+                port_of = f"{name}-{iface}"
+                if port_of in names_seen:
+                    raise ctx.error(rf.sub("name"), f"router {name}'s port u-{port_of} clashes with "
+                                    f"{names_seen[port_of]} {port_of!r}: rename one of them")
+                names_seen[port_of] = f"router {name}'s port"
+            ifaces.append(Iface(iface, ip, net))
         selector = rf.labels("nodeSelector")
         if selector and role != "tor":
             raise ctx.error(rf.sub("nodeSelector"), "only a tor router serves nodes (a core peers with the ToRs)")
