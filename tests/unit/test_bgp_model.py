@@ -148,6 +148,9 @@ def test_more_invalid_fabrics():
     assert "routers[3].nodeSelector" in msg and "ToR tor3 serves no node" in msg
     msg = error_of(two_racks().replace("backend: bgp", "backend: vxlan"))
     assert "routers need networking.backend: bgp" in msg
+    # a host whose name takes a router's extra underlay port (u-tor1-eth1)
+    msg = error_of(two_racks() + "externalHosts: [{name: tor1-eth1, ip: 192.168.1.100}]\n")
+    assert "externalHosts[0].name" in msg and "duplicate name 'tor1-eth1'" in msg, msg
     # a name shared by a router and a node
     msg = error_of(two_racks().replace("name: tor2", "name: node1"))
     assert "routers[1].name" in msg and "duplicate name 'node1'" in msg
