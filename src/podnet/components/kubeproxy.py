@@ -3,9 +3,11 @@
 It watches the lab's store (Services, EndpointSlices, pods and their readiness) and programs the node's
 netfilter rules the way upstream's proxier does:
 
-- **iptables mode**: each sync is one ``iptables-restore --noflush`` transaction (filter and nat). The
-  first sync after start sends the full payload (deleting service chains it no longer wants, found in
-  ``iptables-save``); later syncs send only the chains that changed (``partial_payload``). The jumps from
+- **iptables mode**: each sync is one ``iptables-restore`` transaction (filter and nat). The first sync
+  after start replaces both tables whole (``table_replacement``: what kube-proxy does not own is read
+  with ``iptables-save -c`` and kept, counters included; its stale chains vanish), because iptables-nft
+  loads a large ``--noflush`` payload hundreds of times slower; later syncs send only the chains that
+  changed (``partial_payload``, with ``--noflush``). The jumps from
   the built-in chains are ensured separately (``-C``, then ``-I``), and the canary chains
   ``KUBE-PROXY-CANARY`` tell it when someone flushed the tables: then it re-syncs fully.
 - **nftables mode**: table ``ip kube-proxy`` loaded with ``nft -f`` in bounded transactions; later syncs
@@ -70,10 +72,12 @@ class IptablesProxier:
         if full or self.rules is None:
             netfilter.ensure_chains(kpt.ensured_chains())
             netfilter.ensure_jumps(kpt.jump_rules())
-            stale = netfilter.chains_in(netfilter.iptables_save("nat"))
-            payload = new.payload(stale_nat_chains=sorted(stale))
-        else:
-            payload = kpt.partial_payload(self.rules, new)
+            saved = netfilter.iptables_save("filter", counters=True) + netfilter.iptables_save("nat", counters=True)
+            tables = kpt.table_replacement(saved, new)
+            netfilter.iptables_replace(tables)
+            self.rules = new
+            return tables.count("\n")
+        payload = kpt.partial_payload(self.rules, new)
         if payload:
             netfilter.iptables_restore(payload)
         self.rules = new

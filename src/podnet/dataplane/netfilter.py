@@ -29,8 +29,13 @@ def iptables_restore(payload: str) -> None:
     _run(["iptables-restore", *WAIT, "--noflush"], stdin=payload, timeout=1800)   # cold 10k: minutes
 
 
-def iptables_save(table: str) -> str:
-    return _run(["iptables-save", "-t", table]).stdout
+def iptables_replace(tables_text: str) -> None:
+    """Replace whole tables (every table in the text) in one transaction, keeping the given counters."""
+    _run(["iptables-restore", *WAIT, "--counters"], stdin=tables_text, timeout=1800)
+
+
+def iptables_save(table: str, counters: bool = False) -> str:
+    return _run(["iptables-save", *(["-c"] if counters else []), "-t", table]).stdout
 
 
 def chains_in(save_text: str) -> set[str]:
