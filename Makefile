@@ -9,6 +9,7 @@ SYSTEM_CMDS := ip:iproute2 iptables:iptables nft:nftables conntrack:conntrack tc
   brctl:bridge-utils ping:iputils-ping dig:dnsutils socat:socat nc:netcat-openbsd \
   bird:bird2 birdc:bird2 curl:curl ethtool:ethtool iperf3:iperf3 pgrep:procps
 DEMO_LAB ?= examples/seed-vxlan.yaml
+DEMO_NAME ?= seed
 
 .PHONY: all deps system-deps venv demo demo-down test test-unit test-lab lint bench clean
 
@@ -39,6 +40,13 @@ demo: deps
 	$(PODNET) get pods -A -o wide
 	@echo; echo '$$ podnet exec pod-a -- curl -s http://10.244.2.8:8080/    # pod A (node1) -> pod B (node2), over VXLAN'
 	$(PODNET) exec pod-a -- curl -s --max-time 5 http://10.244.2.8:8080/
+	@echo; echo '$$ podnet exec pod-a -- curl -s my-service:8080    # by name: cluster DNS, then kube-proxy DNAT'
+	@for i in 1 2 3 4 5 6 7 8 9 10; do $(PODNET) exec pod-a -- curl -s --max-time 2 my-service:8080 >/dev/null 2>&1 && break; sleep 0.5; done
+	$(PODNET) exec pod-a -- curl -s --max-time 5 my-service:8080
+	@echo; echo '$$ podnet get endpoints my-service'
+	$(PODNET) get endpoints my-service
+	@echo; echo '$$ podnet exec --node node1 -- iptables -t nat -L KUBE-SERVICES -n'
+	$(PODNET) exec --node node1 -- iptables -t nat -L KUBE-SERVICES -n
 	@echo; echo '$$ podnet exec --node node1 -- ip route'
 	$(PODNET) exec --node node1 -- ip route
 	@echo; echo '$$ podnet exec --node node1 -- bridge fdb show dev flannel.1'
@@ -46,7 +54,7 @@ demo: deps
 	@echo; echo "The lab keeps running. Try: $(PODNET) status ; remove it with: make demo-down"
 
 demo-down: venv
-	$(PODNET) down --all
+	$(PODNET) down $(DEMO_NAME)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
@@ -62,6 +70,7 @@ test-lab: deps
 
 bench: deps
 	$(PY) bench/bringup.py
+	$(PY) bench/proxy_sync.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
