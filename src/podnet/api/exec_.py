@@ -24,6 +24,7 @@ import subprocess
 import termios
 import threading
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from wsproto.connection import Connection, ConnectionType
@@ -86,8 +87,16 @@ def serve(h: Handler, ns: str, name: str, q: dict[str, list[str]]) -> None:
     h.end_headers()
     h.wfile.flush()
     h.close_connection = True
-    Session(h, ["ip", "netns", "exec", netns, *command], tty=_flag(q, "tty"), stdin=_flag(q, "stdin"),
-            stderr=_flag(q, "stderr")).run()
+    session = Session(h, ["ip", "netns", "exec", netns, *command], tty=_flag(q, "tty"), stdin=_flag(q, "stdin"),
+                      stderr=_flag(q, "stderr"))
+    try:
+        session.run()
+    except Exception as e:   # after the upgrade, errors go on the status channel (never an HTTP answer)
+        traceback.print_exc()
+        with contextlib.suppress(Exception):
+            session.send(ERROR, json.dumps({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                                            "message": f"exec failed: {e}"}).encode())
+            session.sock.sendall(session.ws.send(CloseConnection(code=1011)))
 
 
 class Session:
