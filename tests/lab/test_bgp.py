@@ -171,7 +171,7 @@ def test_stopping_a_nodes_bird_withdraws_its_routes_and_up_restarts_it(lab):
     assert lab.exec("pod-a", "curl", "-s", "--max-time", "5", "http://10.244.2.8:8080/").stdout.startswith("pod-b")
 
 
-def test_reasons_tcp_179_blocked_and_as_mismatch(lab):
+def test_reasons_tcp_179_blocked_unreachable_and_as_mismatch(lab):
     ctl = f"/run/podnet/{lab.name}/bird/node2.ctl"
     drop = [["iptables", "-I", "INPUT", "-p", "tcp", "--dport", "179", "-j", "DROP"],
             ["iptables", "-I", "INPUT", "-p", "tcp", "--sport", "179", "-j", "DROP"]]
@@ -186,6 +186,13 @@ def test_reasons_tcp_179_blocked_and_as_mismatch(lab):
         for rule in drop:
             lab.node("node2", *["-D" if a == "-I" else a for a in rule])
     wait_for(lambda: established(lab), timeout=15)
+    # node2's cable is pulled: the switch port toward it goes down
+    sh("ip", "netns", "exec", lab.ns("underlay"), "ip", "link", "set", "u-node2", "down")
+    try:
+        wait_for(lambda: "is unreachable" in reason(bgp_status(lab)[1], "node2", "tor1"), timeout=10)
+    finally:
+        sh("ip", "netns", "exec", lab.ns("underlay"), "ip", "link", "set", "u-node2", "up")
+    wait_for(lambda: established(lab), timeout=20)
     # node2's BIRD speaks the wrong AS (an edited configuration)
     conf = f"/run/podnet/{lab.name}/bird/node2.conf"
     with open(conf) as f:

@@ -157,6 +157,15 @@ def test_reasons(fab):
                   error="Socket: No route to host")
     assert "is unreachable from tor1 (Socket: No route to host)" in explain(s, facts("tor1", unreach), unreach,
                                                                             facts("node2", node2_side))
+    lost = bgp("node2", "192.168.1.11", "Connect BGP Error: Hold timer expired", state="start",
+               error="BGP Error: Hold timer expired")
+    silent = facts("tor1", lost)
+    assert explain(s, silent, lost, facts("node2", node2_side)).startswith("node2 192.168.1.11 stopped answering")
+    silent.unreachable.add("192.168.1.11")
+    assert explain(s, silent, lost, facts("node2", node2_side)) == (
+        "peer node2 192.168.1.11 is unreachable from tor1: no answer to ping (BGP Error: Hold timer expired)")
+    cut = bgp("node2", "192.168.1.11", "Idle Error: Link down", state="start", error="Error: Link down")
+    assert "the link from tor1 toward it is down" in explain(s, facts("tor1", cut), cut, facts("node2", node2_side))
     disabled = bgp("node2", "192.168.1.11", "", state="down")
     assert explain(s, facts("tor1", disabled), disabled, facts("node2")).startswith("session disabled on tor1")
 

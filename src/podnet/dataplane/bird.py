@@ -249,7 +249,29 @@ def collect(lab: Lab, store: Store, with_firewall: bool | None = None) -> dict[s
     if with_firewall or (with_firewall is None and down):
         for f in out.values():
             f.firewall = firewall_179(f.netns)
+        _ping_failing_peers(out.values())
     return out
+
+
+def _ping_failing_peers(speakers) -> None:
+    """One ping (1 s) from each speaker to every peer of a session that is not Established, in parallel."""
+    probes = []
+    for f in speakers:
+        for proto in f.bgp():
+            if f.running and proto.neighbor and not proto.info.startswith("Established"):
+                argv = ["ip", "netns", "exec", f.netns, "ping", "-n", "-q", "-c", "1", "-W", "1", proto.neighbor]
+                try:
+                    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                except FileNotFoundError:
+                    return
+                probes.append((f, proto.neighbor, p))
+    for f, neighbor, p in probes:
+        try:
+            if p.wait(timeout=5) != 0:
+                f.unreachable.add(neighbor)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            f.unreachable.add(neighbor)
 
 
 def _why_not_running(lab: Lab, store: Store, speaker: str) -> str:

@@ -12,7 +12,7 @@ with the evidence that shows it:
 4. no peer configured: the peer's BIRD has no session for the speaker's address;
 5. AS mismatch: one side expects another AS than the other side speaks;
 6. TCP 179 blocked: a firewall rule on either side drops or rejects BGP;
-7. the peer is unreachable (no route, no ARP answer);
+7. the peer is unreachable (the link is down, no answer to ping, no route);
 8. otherwise BIRD's own state and last error.
 A speaker with no session at all gets "no peer configured".
 """
@@ -39,6 +39,7 @@ class SpeakerFacts:
     protocols: list[Protocol] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)
     firewall: list[str] = field(default_factory=list)   # rules mentioning TCP 179 (DROP/REJECT)
+    unreachable: set[str] = field(default_factory=set)  # peer addresses that did not answer a ping
 
     def bgp(self) -> list[Protocol]:
         return [p for p in self.protocols if p.proto == "BGP"]
@@ -91,8 +92,16 @@ def explain(s: Session, local: SpeakerFacts, proto: Protocol | None, peer: Speak
     for who in (local, peer):
         if who is not None and who.firewall:
             return f"TCP 179 blocked in {who.netns}: {who.firewall[0]}"
+    if "Link down" in err:
+        return f"peer {s.peer} {s.peer_ip} is unreachable: the link from {s.local} toward it is down (no carrier)"
+    if str(s.peer_ip) in local.unreachable:
+        return f"peer {s.peer} {s.peer_ip} is unreachable from {s.local}: no answer to ping" + (
+            f" ({err})" if err else "")
     if any(u in err for u in UNREACHABLE):
         return f"peer {s.peer} {s.peer_ip} is unreachable from {s.local} ({err})"
+    if "Hold timer expired" in err:
+        return (f"{s.peer} {s.peer_ip} stopped answering (hold timer expired) and does not accept a new "
+                "connection yet")
     if not err and proto.bgp_state in ("Connect", "Active"):
         return (f"no answer from {s.peer} {s.peer_ip} on TCP 179 (state {proto.bgp_state}): packets are lost "
                 "between the two (a firewall, a link down, a wrong address)")
