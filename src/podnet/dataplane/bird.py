@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from podnet.compile import bird as birdconf
@@ -253,7 +253,7 @@ def collect(lab: Lab, store: Store, with_firewall: bool | None = None) -> dict[s
     return out
 
 
-def _ping_failing_peers(speakers) -> None:
+def _ping_failing_peers(speakers: Iterable[birdstatus.SpeakerFacts]) -> None:
     """One ping (1 s) from each speaker to every peer of a session that is not Established, in parallel."""
     probes = []
     for f in speakers:
