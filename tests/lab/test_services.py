@@ -97,6 +97,17 @@ def test_external_traffic_policy_local_keeps_client_ip_and_drops_without_local_e
     assert code == 28, "node1 has no local endpoint: the packet must be dropped (timeout)"
 
 
+def test_load_balancer_ip_from_the_pool_and_source_ranges(lab):
+    svcs = {s["metadata"]["name"]: s for s in lab.get_json("svc")["items"]}
+    vip = svcs["lb"]["status"]["loadBalancer"]["ingress"][0]["ip"]
+    fw_vip = svcs["lb-fw"]["status"]["loadBalancer"]["ingress"][0]["ip"]
+    assert vip.startswith("192.168.100.") and fw_vip.startswith("192.168.100.") and vip != fw_vip
+    seen = answers(lab, ("node", "client"), f"http://{vip}/", 12)
+    assert len({pod for pod, _ in seen}) >= 2, seen
+    code, _ = curl(lab, ("node", "client"), f"http://{fw_vip}/", max_time=1.5)
+    assert code == 28, "the client is outside loadBalancerSourceRanges: dropped"
+
+
 def test_no_endpoints_is_rejected(lab):
     t0 = time.monotonic()
     code, _ = curl(lab, ("pod", "pod-a"), "http://10.96.0.99:8080/")

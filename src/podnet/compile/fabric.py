@@ -46,6 +46,12 @@ def underlay(lab: Lab) -> NetnsSpec:
         spec.links.append(LinkSpec(
             names.underlay_port(lab.name, host), "veth", mtu=mtu, master=names.UNDERLAY_BRIDGE,
             peer=VethPeer(names.host_ns(lab.name, host), "eth0", mtu, names.mac_from_ip(ip, "0e:01"))))
+    pool = lab.cluster.networking.lb_pool
+    if pool is not None:
+        # the upstream router of a bare-metal cluster (as MetalLB's BGP mode programs it): LoadBalancer
+        # addresses are routed to a node, where kube-proxy's rules take them
+        spec.sysctls["net.ipv4.ip_forward"] = "1"
+        spec.routes.append(RouteSpec(str(pool), via=str(lab.nodes[0].ip), dev=names.UNDERLAY_BRIDGE))
     return spec
 
 
