@@ -3,80 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from netpol_cases import EVERYONE, base, denied, np, pairs, policy_set
 
-from podnet.model.lab import resolve
-from podnet.model.manifest import parse_docs
-from podnet.model.netpol_eval import Endpoint, PolicySet
-from podnet.model.source import load_text
-
-NSS = ("x", "y", "z")
-PODS = ("a", "b", "c")
-ALL = [f"{n}/{p}" for n in NSS for p in PODS]
-
-CLUSTER = """apiVersion: podnet.dev/v1alpha1
-kind: Cluster
-metadata: {name: np}
-networking: {podSubnet: 10.244.0.0/16, serviceSubnet: 10.96.0.0/12, backend: vxlan, clusterDNS: false}
-nodes:
-  - {name: node1, ip: 192.168.1.10, podCIDR: 10.244.1.0/24}
-  - {name: node2, ip: 192.168.1.11, podCIDR: 10.244.2.0/24}
-"""
-
-
-def base(extra_ports: str = "") -> str:
-    docs = [CLUSTER]
-    for ns in NSS:
-        docs.append(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{ns: {ns}}}}}\n")
-    for ns in NSS:
-        for pod in PODS:
-            node = "node2" if pod == "b" else "node1"
-            docs.append(f"""apiVersion: v1
-kind: Pod
-metadata: {{name: {pod}, namespace: {ns}, labels: {{pod: {pod}}}}}
-spec:
-  nodeName: {node}
-  containers:
-    - name: c
-      ports:
-        - {{name: serve-80-tcp, containerPort: 80}}
-        - {{name: serve-81-tcp, containerPort: 81}}
-        - {{name: serve-80-udp, containerPort: 80, protocol: UDP}}
-        - {{name: serve-81-udp, containerPort: 81, protocol: UDP}}{extra_ports}
-""")
-    return "---\n".join(docs)
-
-
-def np(name: str, spec: str, ns: str = "x") -> str:
-    return f"""---
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-{spec}
-"""
-
-
-def policy_set(*policies: str, pods: str | None = None) -> PolicySet:
-    text = (pods if pods is not None else base()) + "".join(policies)
-    return PolicySet.from_lab(resolve(parse_docs(load_text(text, "np.yaml"))))
-
-
-def denied(ps: PolicySet, port: int = 80, protocol: str = "TCP") -> set[tuple[str, str]]:
-    m = ps.matrix(port, protocol)
-    assert m.pods == ALL
-    assert all(m.allowed(p, p) for p in ALL), "a pod's own IP is always reachable"
-    return {(a, b) for a in ALL for b in ALL if a != b and not m.allowed(a, b)}
-
-
-def pairs(src: list[str] | str, dst: list[str] | str) -> set[tuple[str, str]]:
-    """Off-diagonal cells from src pods to dst pods (a bare namespace name means its three pods)."""
-    def expand(v: list[str] | str) -> list[str]:
-        items = [v] if isinstance(v, str) else v
-        return [q for i in items for q in ([f"{i}/{p}" for p in PODS] if "/" not in i else [i])]
-    return {(a, b) for a in expand(src) for b in expand(dst) if a != b}
-
-
-EVERYONE = list(NSS)
+from podnet.model.netpol_eval import Endpoint
 
 
 def test_no_policy_allows_everything():

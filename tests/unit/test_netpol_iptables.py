@@ -9,7 +9,7 @@ import shlex
 from dataclasses import dataclass
 
 import pytest
-from test_netpol_eval import ALL, NSS, PODS, base, np, policy_set
+from netpol_cases import ALL, base, np, policy_set, valid_random_policy
 
 from podnet.compile import netpol_iptables as npt
 from podnet.model.netpol import EGRESS, INGRESS
@@ -151,73 +151,11 @@ def assert_kernel_equals_eval(ps: PolicySet, flows=((80, "TCP"), (81, "TCP"), (8
                     f"{a} -> {b} {port}/{proto}: {m.cells[(a, b)].reason}"
 
 
-def _selector(rng: random.Random, key_values: dict[str, list[str]]) -> str:
-    key = rng.choice(list(key_values))
-    kind = rng.randrange(5)
-    if kind == 0:
-        return "{}"
-    if kind == 1:
-        return f"{{matchLabels: {{{key}: {rng.choice(key_values[key])}}}}}"
-    op = rng.choice(["In", "NotIn", "Exists", "DoesNotExist"])
-    vals = f", values: [{', '.join(rng.sample(key_values[key], 2))}]" if op in ("In", "NotIn") else ""
-    return f"{{matchExpressions: [{{key: {key}, operator: {op}{vals}}}]}}"
-
-
-def _random_policy(rng: random.Random, i: int, ips: list[str]) -> str:
-    pods = {"pod": list(PODS)}
-    nss = {"ns": list(NSS), "kubernetes.io/metadata.name": list(NSS)}
-    lines = [f"  podSelector: {_selector(rng, pods)}"]
-    types = rng.choice([[], ["Ingress"], ["Egress"], ["Ingress", "Egress"]])
-    if types:
-        lines.append(f"  policyTypes: [{', '.join(types)}]")
-    for direction, word in (("ingress", "from"), ("egress", "to")):
-        if rng.random() < 0.3:
-            continue
-        lines.append(f"  {direction}:")
-        for _ in range(rng.randrange(3)):
-            lines.append("    - ports: [" + ", ".join(rng.sample(
-                ["{port: 80}", "{port: 81, protocol: UDP}", "{port: serve-81-tcp}",
-                 "{port: serve-80-udp, protocol: UDP}", "{port: 79, endPort: 81}", "{protocol: UDP}",
-                 "{port: 80, protocol: SCTP}"], rng.randrange(3))) + "]")
-            peers = []
-            for _ in range(rng.randrange(3)):
-                kind = rng.randrange(4)
-                if kind == 0:
-                    peers.append(f"{{podSelector: {_selector(rng, pods)}}}")
-                elif kind == 1:
-                    peers.append(f"{{namespaceSelector: {_selector(rng, nss)}}}")
-                elif kind == 2:
-                    peers.append(f"{{podSelector: {_selector(rng, pods)}, namespaceSelector: {_selector(rng, nss)}}}")
-                else:
-                    ip = ipaddress.IPv4Address(rng.choice(ips))
-                    wide = ipaddress.IPv4Network(f"{ip}/{rng.choice([16, 24])}", strict=False)
-                    peers.append(f'{{ipBlock: {{cidr: "{wide}", except: ["{rng.choice(ips)}/32"]}}}}'
-                                 if ipaddress.IPv4Address(rng.choice(ips)) in wide and rng.random() < 0.7
-                                 else f'{{ipBlock: {{cidr: "{wide}"}}}}')
-            if peers:
-                lines.append(f"      {word}: [{', '.join(peers)}]")
-    ns = rng.choice(NSS)
-    return np(f"random-{i}", "\n".join(lines).rstrip(), ns=ns)
-
-
-def _valid_random_policy(rng: random.Random, i: int, ips: list[str]) -> str:
-    while True:
-        text = _random_policy(rng, i, ips)
-        # an except must be strictly inside its cidr: drop the ones that are not
-        fixed = []
-        for line in text.splitlines():
-            for m in re.finditer(r'\{ipBlock: \{cidr: "([^"]+)", except: \["([^"]+)"\]\}\}', line):
-                if not ipaddress.IPv4Network(m.group(2)).subnet_of(ipaddress.IPv4Network(m.group(1))):
-                    line = line.replace(m.group(0), f'{{ipBlock: {{cidr: "{m.group(1)}"}}}}')
-            fixed.append(line)
-        return "\n".join(fixed) + "\n"
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_random_policy_sets_compile_to_the_evaluator_verdicts(seed):
     rng = random.Random(seed)
     ips = [str(p.ip) for p in policy_set().pods]
-    policies = [_valid_random_policy(rng, i, ips) for i in range(rng.randrange(1, 5))]
+    policies = [valid_random_policy(rng, i, ips) for i in range(rng.randrange(1, 5))]
     assert_kernel_equals_eval(policy_set(*policies))
 
 

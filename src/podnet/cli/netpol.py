@@ -99,10 +99,42 @@ def wait_converged(lab: Lab, revision: int, timeout: float = CONVERGE_TIMEOUT) -
 
 
 def run_probes(lab: Lab, m: Matrix, timeout: float) -> dict[tuple[str, str], ProbeResult]:
+    """Probe every cell, concurrently. SCTP runs in two rounds (a->b before b->a): without kernel SCTP a
+    probe is a raw socket, which would swallow the peer's INIT (and so its ICMP answer) when both
+    directions of a pair ran at once."""
     placed = {p.key: p for p in lab.pods}
+    order = {k: i for i, k in enumerate(m.pods)}
     pairs = [(a, b) for a in m.pods for b in m.pods]
-    probes = [Probe(placed[a].netns, str(placed[b].ip), m.port, m.protocol) for a, b in pairs]
-    return dict(zip(pairs, probe_all(probes, timeout=timeout), strict=True))
+    rounds = [pairs] if m.protocol != "SCTP" else [[(a, b) for a, b in pairs if order[a] <= order[b]],
+                                                    [(a, b) for a, b in pairs if order[a] > order[b]]]
+    out: dict[tuple[str, str], ProbeResult] = {}
+    for batch in rounds:
+        probes = [Probe(placed[a].netns, str(placed[b].ip), m.port, m.protocol) for a, b in batch]
+        out.update(zip(batch, probe_all(probes, timeout=timeout), strict=True))
+    return out
+
+
+def compute(lab: Lab, revision: int, port: int, protocol: str, namespaces: tuple[str, ...] = (),
+            probe: bool = False, timeout: float = 1.0) -> tuple[PolicySet, Matrix, dict | None, float]:
+    """The truth table of ``lab`` (and, with ``probe``, the probed one once every agent applied
+    ``revision``): (policies, matrix, probe results or None, seconds spent probing)."""
+    for ns in namespaces:
+        if ns not in lab.namespaces:
+            raise PodnetError(f'namespace "{ns}" not found (namespaces: {", ".join(sorted(lab.namespaces))})')
+    ps = PolicySet.from_lab(lab)
+    pods = ps.matrix_pods(namespaces or None)
+    if not pods:
+        raise PodnetError("no pods to show (pods in kube-system are shown only with -n kube-system)")
+    m = ps.matrix(port, protocol, pods)
+    if not probe:
+        return ps, m, None, 0.0
+    late = wait_converged(lab, revision)
+    if late:
+        warn(f"the NetworkPolicy agent of {', '.join(late)} has not applied revision {revision} yet")
+    progress(f"probing {len(m.pods) ** 2} connections ({port}/{protocol})")
+    t0 = time.monotonic()
+    probed = run_probes(lab, m, timeout)
+    return ps, m, probed, time.monotonic() - t0
 
 
 def matrix_json(lab: Lab, m: Matrix, probed: dict[tuple[str, str], ProbeResult] | None) -> dict[str, Any]:
@@ -129,7 +161,8 @@ def matrix_json(lab: Lab, m: Matrix, probed: dict[tuple[str, str], ProbeResult] 
     return out
 
 
-@command.command("matrix", help=MATRIX_HELP)
+@command.command("matrix", help=MATRIX_HELP,
+                 short_help="The truth table of every pod to every pod: computed, and measured with --probe.")
 @click.option("--port", type=click.IntRange(1, 65535), default=80, show_default=True,
               help="Destination port (after Service DNAT: the pod's port).")
 @click.option("--protocol", type=click.Choice(["tcp", "udp", "sctp"], case_sensitive=False), default="tcp",
@@ -142,28 +175,10 @@ def matrix_json(lab: Lab, m: Matrix, probed: dict[tuple[str, str], ProbeResult] 
 @click.option("--lab", default=None, help="Lab name (default: the only running lab).")
 def matrix(port: int, protocol: str, do_probe: bool, namespaces: tuple[str, ...], timeout: float, output: str,
            lab: str | None) -> None:
-    protocol = protocol.upper()
     the_lab, store = labrt.load(lab)
     revision = store.revision
     store.close()
-    for ns in namespaces:
-        if ns not in the_lab.namespaces:
-            raise PodnetError(f'namespace "{ns}" not found (namespaces: {", ".join(sorted(the_lab.namespaces))})')
-    ps = PolicySet.from_lab(the_lab)
-    pods = ps.matrix_pods(namespaces or None)
-    if not pods:
-        raise PodnetError("no pods to show (pods in kube-system are shown only with -n kube-system)")
-    m = ps.matrix(port, protocol, pods)
-    probed = None
-    seconds = 0.0
-    if do_probe:
-        late = wait_converged(the_lab, revision)
-        if late:
-            warn(f"the NetworkPolicy agent of {', '.join(late)} has not applied revision {revision} yet")
-        progress(f"probing {len(m.pods) ** 2} connections ({port}/{protocol})")
-        t0 = time.monotonic()
-        probed = run_probes(the_lab, m, timeout)
-        seconds = time.monotonic() - t0
+    ps, m, probed, seconds = compute(the_lab, revision, port, protocol.upper(), namespaces, do_probe, timeout)
     doc = matrix_json(the_lab, m, probed)
     if output == "json":
         echo(json.dumps(doc, indent=2))
@@ -221,7 +236,7 @@ Examples:
 """
 
 
-@command.command("render", help=RENDER_HELP)
+@command.command("render", help=RENDER_HELP, short_help="The iptables rules NODE gets (chains KUBE-NP-*).")
 @click.option("--node", required=True, help="The node whose rules to print.")
 @click.option("-f", "--filename", "files", multiple=True, type=click.Path(), help="Manifests instead of a lab.")
 @click.option("--lab", default=None, help="Lab name (default: the only running lab).")

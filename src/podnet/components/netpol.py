@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             if rev != seen_rev:
                 agent.sync(rev)
                 seen_rev = rev
-            elif time.monotonic() - last_check > RESYNC:
+            if time.monotonic() - last_check > RESYNC:
                 agent.check()
                 last_check = time.monotonic()
             last_error = ""
