@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from podnet.model.services import EndpointInfo, ServicePortInfo, select_endpoints
 
@@ -120,17 +121,46 @@ def is_service_chain(name: str) -> bool:
 # --------------------------------------------------------------------------- the rule set
 
 @dataclass
-class IptablesRules:
-    """One full sync: the four buffers of upstream's proxier, in emission order."""
+class Buffers:
+    """Upstream's four line buffers, in emission order."""
 
     filter_chains: list[str] = field(default_factory=list)     # chain names, declaration order
     filter_rules: list[str] = field(default_factory=list)      # "-A CHAIN ..." lines
     nat_chains: list[str] = field(default_factory=list)
     nat_rules: list[str] = field(default_factory=list)
-    # what each service port contributed, in sync order (for incremental syncs)
+
+
+@dataclass
+class IptablesRules:
+    """One full sync: the fixed head, each service port's fragment (in sync order) and the fixed tail.
+
+    The flat buffers are assembled only when asked for (a full payload); partial syncs work from the
+    fragments, so a one-service change does not touch the other 10k services' lines."""
+
+    head: Buffers = field(default_factory=Buffers)
     by_port: dict[tuple[str, str], tuple[ServicePortInfo, Fragment]] = field(default_factory=dict)
+    tail: Buffers = field(default_factory=Buffers)
     node: ProxyNode | None = None
     large: bool = False
+
+    @cached_property
+    def filter_chains(self) -> list[str]:
+        return [*self.head.filter_chains, *self.tail.filter_chains]
+
+    @cached_property
+    def filter_rules(self) -> list[str]:
+        return [*self.head.filter_rules, *(r for _, f in self.by_port.values() for r in f.filter_rules),
+                *self.tail.filter_rules]
+
+    @cached_property
+    def nat_chains(self) -> list[str]:
+        return [*self.head.nat_chains, *(c for _, f in self.by_port.values() for c in f.nat_chains),
+                *self.tail.nat_chains]
+
+    @cached_property
+    def nat_rules(self) -> list[str]:
+        return [*self.head.nat_rules, *(r for _, f in self.by_port.values() for r in f.nat_rules),
+                *self.tail.nat_rules]
 
     def payload(self, stale_nat_chains: Iterable[str] = ()) -> str:
         """The ``iptables-restore --noflush`` input of a full sync.
@@ -201,7 +231,7 @@ class _Writer:
     def __init__(self, node: ProxyNode, large: bool) -> None:
         self.node = node
         self.large = large
-        self.r = IptablesRules()
+        self.r = Buffers()
 
     def filter(self, *words: str) -> None:
         self.r.filter_rules.append(" ".join(w for w in words if w))
@@ -228,12 +258,20 @@ class Fragment:
     filter_rules: tuple[str, ...]
     nat_chains: tuple[str, ...]
     nat_rules: tuple[str, ...]
+    # how many rules it has in each shared chain, per table (for -I positions in partial syncs)
+    shared: tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = ((), ())
 
 
 def fragment(sp: ServicePortInfo, node: ProxyNode, large: bool) -> Fragment:
     w = _Writer(node, large)
     _write_service_port(w, sp)
-    return Fragment(tuple(w.r.filter_rules), tuple(w.r.nat_chains), tuple(w.r.nat_rules))
+    counts: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    for i, rules in enumerate((w.r.filter_rules, (r for r in w.r.nat_rules if _chain_of(r) in NAT_FIXED))):
+        for r in rules:
+            c = _chain_of(r)
+            counts[i][c] = counts[i].get(c, 0) + 1
+    return Fragment(tuple(w.r.filter_rules), tuple(w.r.nat_chains), tuple(w.r.nat_rules),
+                    (tuple(counts[0].items()), tuple(counts[1].items())))
 
 
 PortKey = tuple[str, str]
@@ -247,21 +285,19 @@ def build_rules(ports: Iterable[ServicePortInfo], node: ProxyNode,
     is reused instead of re-rendered, which is what makes a one-service change cheap at 10k services."""
     ports = sorted(ports, key=lambda p: (p.spn, p.protocol))
     large = sum(len(p.endpoints) for p in ports) > LARGE_CLUSTER_ENDPOINTS
-    w = _Writer(node, large)
-    _write_fixed_head(w)
+    head = _Writer(node, large)
+    _write_fixed_head(head)
     reuse = previous.by_port if previous is not None and previous.node == node and previous.large == large else {}
+    by_port = {}
     for sp in ports:
         key = (sp.spn, sp.protocol)
         prev = reuse.get(key)
         frag = prev[1] if prev is not None and (prev[0] is sp or prev[0] == sp) else fragment(sp, node, large)
-        w.r.by_port[key] = (sp, frag)
-        w.r.filter_rules.extend(frag.filter_rules)
-        w.r.nat_chains.extend(frag.nat_chains)
-        w.r.nat_rules.extend(frag.nat_rules)
-    _write_nodeports_jump(w)
-    _write_forward(w)
-    w.r.node, w.r.large = node, large
-    return w.r
+        by_port[key] = (sp, frag)
+    tail = _Writer(node, large)
+    _write_nodeports_jump(tail)
+    _write_forward(tail)
+    return IptablesRules(head=head.r, by_port=by_port, tail=tail.r, node=node, large=large)
 
 
 def render_iptables(ports: Iterable[ServicePortInfo], node: ProxyNode) -> str:
@@ -612,13 +648,18 @@ def _fragment_delta(old: IptablesRules, new: IptablesRules) -> str:
         edits[table] = ["-D " + r[3:] for r in sorted(gone)]
         if added:   # final positions: count the shared-chain rules before each added one
             pos: dict[str, int] = {}
+            ti = 0 if table == "filter" else 1
             for k, (_, frag) in new.by_port.items():
+                if k not in changed_set:
+                    for chain, n in frag.shared[ti]:
+                        pos[chain] = pos.get(chain, 0) + n
+                    continue
                 for r in (frag.filter_rules if table == "filter" else frag.nat_rules):
                     chain = _chain_of(r)
                     if table == "nat" and chain not in NAT_FIXED:
                         continue
                     pos[chain] = pos.get(chain, 0) + 1
-                    if k in changed_set and r in added:
+                    if r in added:
                         inserts[table].append((chain, pos[chain], r.split(" ", 2)[2]))
     # (the fixed head writes no rule in a shared chain, so positions count service rules only)
     out: list[str] = []

@@ -25,6 +25,7 @@ import hashlib
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from podnet.model import names
 from podnet.model.cluster import Networking
@@ -97,11 +98,11 @@ class ServicePortInfo:
     health_check_node_port: int = 0
     endpoints: tuple[EndpointInfo, ...] = ()   # sorted by "ip:port" string, as upstream
 
-    @property
+    @cached_property
     def service_key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    @property
+    @cached_property
     def spn(self) -> str:
         """``ServicePortName.String()``: ``ns/name:port`` (no colon for an unnamed port)."""
         return f"{self.service_key}:{self.port_name}" if self.port_name else self.service_key
