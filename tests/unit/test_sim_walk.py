@@ -114,6 +114,21 @@ def test_vxlan_without_fdb_entry_and_link_down(seed) -> None:  # type: ignore[no
     assert res.outcome.forward.reason is DropReason.LINK_DOWN and "flannel.1 is down" in res.outcome.forward.summary
 
 
+def test_learned_path_mtu_makes_the_sender_refuse(seed) -> None:  # type: ignore[no-untyped-def]
+    snap, places = seed
+    from podnet.sim.parse_ip import parse_ip_route_cache
+
+    cache = parse_ip_route_cache('[{"dst":"10.244.2.8","gateway":"10.244.1.1","dev":"eth0","flags":[],"cache":[],'
+                                 '"expires":573,"metrics":[{"mtu":1400}]}]')
+    assert cache[0].table == "cache" and cache[0].mtu == 1400
+    bad = edit(snap, "pn-fix-default-pod-a", route_cache=cache)
+    res = run_trace(bad, places, Question("pod-a", "pod-b:8080", "udp", size=1420))
+    assert res.disposition is Disposition.TOO_BIG
+    assert "1420 B > learned path MTU 1400 to 10.244.2.8" in res.outcome.forward.summary
+    assert run_trace(bad, places, Question("pod-a", "pod-c:8080", "udp", size=1420)).disposition \
+        is not Disposition.TOO_BIG
+
+
 def test_listeners_unknown_without_ss_dump(seed) -> None:  # type: ignore[no-untyped-def]
     snap, places = seed
     res = run_trace(edit(snap, "pn-fix-default-pod-b", sockets=None), places, Question("pod-a", "pod-b:9"))

@@ -41,7 +41,7 @@ from podnet.trace.verify import (
     namespaces,
 )
 
-CAPTURE_WAIT = 1.5           # seconds to wait for the last captured packet after the probe
+CAPTURE_WAIT = 0.8           # seconds to wait for a packet that has not been captured yet, after the probe
 READY_TIMEOUT = 3.0
 PROBE_TIMEOUT = 2.5
 _ENV = {**os.environ, "LC_ALL": "C", "LANG": "C"}
