@@ -42,6 +42,8 @@ def _register() -> None:
     from podnet.cli import down, exec_, get, kubeconfig, logs, status, up
     from podnet.cli.apply import apply_command, delete_command
     from podnet.cli.bgp import command as bgp
+    from podnet.cli.break_ import break_command, repair_command
+    from podnet.cli.diagnose import command as diagnose
     from podnet.cli.netpol import command as netpol
     from podnet.cli.proxy import proxy
     from podnet.cli.snapshot import group as snapshot
@@ -56,6 +58,9 @@ def _register() -> None:
     cli.add_command(snapshot)
     cli.add_command(netpol)
     cli.add_command(bgp)
+    cli.add_command(break_command)
+    cli.add_command(repair_command)
+    cli.add_command(diagnose)
 
 
 _register()
