@@ -24,6 +24,7 @@ def collect(lab_name: str | None) -> dict:
             nodes.append({"name": n.name, "ip": str(n.ip), "podCIDR": str(n.pod_cidr), "netns": n.netns,
                           "netnsPresent": ok, "components": comps})
         dns = _dns_health(lab, store) if lab.cluster.networking.cluster_dns else None
+        bgp = _bgp_health(lab) if lab.cluster.bgp is not None else None
         pods = [p for p in lab.pods if not p.component]
         running = sum(1 for p in pods if all(labrt.container_state(store, p).values()))
         missing = [n for n in lab.all_netns() if not netns.exists(n)]
@@ -32,11 +33,25 @@ def collect(lab_name: str | None) -> dict:
                 "underlay": {"netns": names.underlay_ns(lab.name), "subnet": str(lab.underlay_subnet),
                              "gateway": str(lab.underlay_gateway), "mtu": lab.cluster.networking.mtu},
                 "podMTU": lab.cluster.networking.pod_mtu, "nodes": nodes,
-                "pods": {"total": len(pods), "running": running}, "missingNamespaces": missing, "dns": dns,
-                "healthy": not missing and running == len(pods) and (dns is None or dns["ok"]) and all(
+                "pods": {"total": len(pods), "running": running}, "missingNamespaces": missing, "dns": dns, "bgp": bgp,
+                "healthy": not missing and running == len(pods) and (dns is None or dns["ok"]) and (
+                    bgp is None or bgp["ok"]) and all(
                     c["running"] for n in nodes for c in n["components"].values())}
     finally:
         store.close()
+
+
+def _bgp_health(lab) -> dict:
+    """Every BGP session of every node and router, as BIRD reports it (`podnet bgp status` says why)."""
+    from podnet.dataplane import bird
+
+    states = bird.session_states(lab)
+    sessions = {sp: {name: info for name, info in protos.items()} for sp, protos in states.items()}
+    total = sum(len(p) for p in sessions.values())
+    up = sum(1 for p in sessions.values() for info in p.values() if info.startswith("Established"))
+    silent = [sp for sp in lab.cluster.bgp.speakers() if not sessions.get(sp)]
+    return {"sessions": sessions, "established": up, "total": total, "speakersWithoutBird": silent,
+            "ok": total > 0 and up == total and not silent}
 
 
 def _dns_health(lab, store) -> dict:
@@ -64,7 +79,7 @@ def _dns_health(lab, store) -> dict:
 @click.option("--lab", default=None, help="Lab name (default: the only running lab).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def command(lab: str | None, output: str) -> None:
-    """Nodes, components (CNI, kube-proxy, DNS) and their health; exit status 1 when unhealthy.
+    """Nodes, components (CNI, kube-proxy, DNS, BGP) and their health; exit status 1 when unhealthy.
 
     DNS health is measured with real queries: each coredns replica asked directly from its node, and
     the kube-dns Service asked from every node (through kube-proxy's rules)."""
@@ -81,6 +96,11 @@ def command(lab: str | None, output: str) -> None:
                      comps or "-"])
     echo(table(["NODE", "IP", "POD-CIDR", "NETNS", "NETNS-STATE", "COMPONENTS"], rows))
     echo(f"pods: {s['pods']['running']}/{s['pods']['total']} running")
+    if s["bgp"]:
+        b = s["bgp"]
+        down = f"; no BIRD answering on {', '.join(b['speakersWithoutBird'])}" if b["speakersWithoutBird"] else ""
+        echo(f"bgp: {'ok' if b['ok'] else 'FAILING'}: {b['established']}/{b['total']} sessions Established{down}"
+             + ("" if b["ok"] else " (podnet bgp status says why)"))
     if s["dns"]:
         d = s["dns"]
         reps = ", ".join(f"{r['pod'].split('/')[1]} {'ok' if r['answers'] else 'DOWN ' + r['error']}"
