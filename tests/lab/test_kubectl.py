@@ -132,6 +132,11 @@ def test_logs_of_kube_proxy_name_the_proxier(lab):
     assert any(line.startswith("[pod/kube-proxy-node2/kube-proxy] ") for line in out.splitlines())
     out = kubectl(lab, "logs", "-n", "kube-system", "kube-proxy-node1", "--tail=1", "--timestamps").stdout
     assert len(out.splitlines()) == 1 and out[:4].isdigit() and out[10] == "T"
+    stamp, line = out.split(" ", 1)
+    assert line.startswith("I") and stamp[11:19] == line[6:14]   # the line's own klog time
+    assert kubectl(lab, "logs", "-n", "kube-system", "kube-proxy-node1", "--since=1h").stdout.count("Using") >= 1
+    assert kubectl(lab, "logs", "-n", "kube-system", "kube-proxy-node1", "--since-time=2999-01-01T00:00:00Z"
+                   ).stdout == ""
 
 
 def test_logs_follow(lab):
