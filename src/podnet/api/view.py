@@ -277,6 +277,8 @@ def sync(store: Store, lab: Lab | None = None) -> int:
         else:
             meta["uid"], meta["creationTimestamp"] = str(uuid.uuid4()), now_rfc3339()
         uids[k] = meta["uid"]
+        if obj["kind"] == "Pod":
+            obj["status"]["startTime"] = meta["creationTimestamp"]
     _owner_uids(want, uids)
     changed = 0
     for k, obj in want.items():
