@@ -321,7 +321,7 @@ class Handler(BaseHTTPRequestHandler):
             raise no_resource()
         if res.namespaced and name is not None and ns is None:
             raise no_resource()
-        one = _q(q, "dryRun") == "All"
+        dry_run = _q(q, "dryRun") == "All"
         validation = _q(q, "fieldValidation") or "Warn"
         if validation not in ("Strict", "Warn", "Ignore"):
             raise bad_request(f"fieldValidation parameter unsupported: {validation}")
@@ -333,7 +333,7 @@ class Handler(BaseHTTPRequestHandler):
         if sub == "exec" and method in ("GET", "POST"):
             return exec_.serve(self, ns or "", name or "", q)
         if sub == "scale" and name is not None:
-            return self.scale(method, res, ns or "", name, one, validation)
+            return self.scale(method, res, ns or "", name, dry_run, validation)
         if sub == "status" and method == "GET":
             sub = None
         if sub is not None:
@@ -356,21 +356,21 @@ class Handler(BaseHTTPRequestHandler):
         if method == "POST" and name is None:
             if res.namespaced and ns is None:
                 raise no_resource()
-            obj = writer.create(res, ns or "", body, dry_run=one, validation=validation, warnings=warnings)
+            obj = writer.create(res, ns or "", body, dry_run=dry_run, validation=validation, warnings=warnings)
             return self.send_json(201, obj, warnings=warnings)
         if method == "PUT" and name is not None:
-            obj = writer.update(res, ns or "", name, body, dry_run=one, validation=validation, warnings=warnings)
+            obj = writer.update(res, ns or "", name, body, dry_run=dry_run, validation=validation, warnings=warnings)
             return self.send_json(200, obj, warnings=warnings)
         if method == "PATCH" and name is not None:
             ctype = self.headers.get("Content-Type") or ""
-            obj = writer.patch(res, ns or "", name, ctype, body, dry_run=one, validation=validation,
+            obj = writer.patch(res, ns or "", name, ctype, body, dry_run=dry_run, validation=validation,
                                warnings=warnings)
             return self.send_json(200, obj, warnings=warnings)
         if method == "DELETE" and name is not None:
-            return self.send_json(200, writer.delete(res, ns or "", name, dry_run=one,
+            return self.send_json(200, writer.delete(res, ns or "", name, dry_run=dry_run,
                                                      options=body if isinstance(body, dict) else None))
         if method == "DELETE" and name is None:
-            return self.delete_collection(res, ns, q, store, one)
+            return self.delete_collection(res, ns, q, store, dry_run)
         raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
 
     def scale(self, method: str, res: Resource, ns: str, name: str, dry_run: bool, validation: str) -> None:

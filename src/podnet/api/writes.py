@@ -14,7 +14,7 @@ from typing import Any
 
 from podnet.api import patch as patches
 from podnet.api import schema, view
-from podnet.api.resources import Resource
+from podnet.api.resources import BY_KIND, Resource
 from podnet.api.selectors import selectable
 from podnet.api.status import (
     ApiError,
@@ -63,7 +63,7 @@ class Writer:
         return it.value["body"] if it else None
 
     def _check_namespace(self, res: Resource, ns: str) -> None:
-        if res.namespaced and self.store().get(view.key(labrt_ns(), "", ns)) is None:
+        if res.namespaced and self.store().get(view.key(BY_KIND["Namespace"], "", ns)) is None:
             raise namespace_not_found(ns)
 
     def _prepare(self, res: Resource, ns: str, body: Any, validation: str, warnings: list[str],
@@ -252,12 +252,6 @@ class Writer:
             if res.kind in ("Pod", "Service"):   # kube-apiserver answers these with the object
                 return served
             return success(res, name, served["metadata"].get("uid", ""))
-
-
-def labrt_ns() -> Resource:
-    from podnet.api.resources import BY_KIND
-
-    return BY_KIND["Namespace"]
 
 
 def _dry(body: Obj) -> Obj:
