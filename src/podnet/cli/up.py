@@ -22,3 +22,7 @@ def command(files: tuple[str, ...]) -> None:
     echo(f"lab {lab.name} is up: {len(lab.nodes)} nodes, {len(pods)} pods, backend "
          f"{lab.cluster.networking.backend} ({len(result.created)} namespaces created, "
          f"{result.started} processes started, {result.seconds:.2f}s)")
+    from podnet.api import process
+
+    if process.running(lab.name) is not None:
+        echo(f"kubectl: export KUBECONFIG={process.kubeconfig_path(lab.name)}")
