@@ -43,6 +43,7 @@ def _register() -> None:
     from podnet.cli.apply import apply_command, delete_command
     from podnet.cli.bgp import command as bgp
     from podnet.cli.break_ import break_command, repair_command
+    from podnet.cli.capture import command as capture
     from podnet.cli.diagnose import command as diagnose
     from podnet.cli.netpol import command as netpol
     from podnet.cli.proxy import proxy
@@ -61,6 +62,7 @@ def _register() -> None:
     cli.add_command(break_command)
     cli.add_command(repair_command)
     cli.add_command(diagnose)
+    cli.add_command(capture)
 
 
 _register()

@@ -88,11 +88,12 @@ def classify(data: bytes, dst: str, ident: int, seq: int) -> PingResult | None:
     return PingResult("unreachable", False, f"{UNREACH.get(code, f'code {code}')} from {sender}", sender=sender)
 
 
-def ping(ns: str, dst: str, size: int | None = None, df: bool = False, timeout: float = 1.0) -> PingResult:
+def ping(ns: str, dst: str, size: int | None = None, df: bool = False, timeout: float = 1.0,
+         ident: int | None = None) -> PingResult:
     """One echo request from namespace ``ns``; ``size`` is the IP packet size (default 84, as ping)."""
     total = size or 84
     payload = (b"podnet-diagnose " * (total // 16 + 1))[:max(total - 28, 0)]
-    ident, seq = secrets.randbelow(0xFFFF) + 1, 1
+    ident, seq = ident or secrets.randbelow(0xFFFF) + 1, 1
     t0 = time.monotonic()
     try:
         with netns.entered(ns):

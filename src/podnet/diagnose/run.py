@@ -36,7 +36,7 @@ def _last_line(path: str) -> str:
     return lines[-1].strip()[:240] if lines else ""
 
 
-def lab_facts(lab_name: str | None) -> tuple[object, LabFacts]:
+def lab_facts(lab_name: str | None, bgp_status: bool = True) -> tuple[object, LabFacts]:
     """The lab and what diagnose knows of it: declared objects, processes, component logs, BGP."""
     lab, store = labrt.load(lab_name)
     try:
@@ -54,11 +54,11 @@ def lab_facts(lab_name: str | None) -> tuple[object, LabFacts]:
                 c = p.pod.spec.containers[0].name
                 tails[p.key] = _last_line(labrt.log_path(lab.name, p.namespace, p.name, c))
         bgp = None
-        if lab.cluster.bgp is not None:
+        if lab.cluster.bgp is not None and bgp_status:
             from podnet.dataplane import bird
-            from podnet.sim import bgp_status
+            from podnet.sim import bgp_status as bgp_doc
 
-            bgp = bgp_status.status(lab.name, lab.cluster.bgp, bird.collect(lab, store))
+            bgp = bgp_doc.status(lab.name, lab.cluster.bgp, bird.collect(lab, store))
     finally:
         store.close()
     facts = from_lab(lab, ready, running, tails, states)
