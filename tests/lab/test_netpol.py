@@ -422,4 +422,4 @@ def test_other_backends_enforce_the_demo(tmp_path, backend):
         np = NetpolLab(lab, tmp_path)
         assert np.denied(80) == pairs(["x", "z"], "x")
         assert np.denied(81, "udp") == pairs(["x", "z"], "x") | pairs(EVERYONE, "y/b") | pairs("z/c", EVERYONE)
-        assert np.denied(80, "sctp") == pairs(["x", "z"], "x") | pairs(EVERYONE, "y/b")
+        assert np.denied(80, "sctp") == pairs(["x", "z"], "x") | pairs(EVERYONE, "y/b") | pairs("z/c", EVERYONE)

@@ -171,3 +171,29 @@ def test_upstream_cases_compile_to_the_evaluator_verdicts():
         assert_kernel_equals_eval(policy_set(c))
     assert_kernel_equals_eval(policy_set(*cases))
     assert base()     # the shared 9-pod model
+
+
+def _saved(rules: npt.NetpolRules, forward_first: bool = True) -> str:
+    """What iptables-save -t filter prints after the agent's write (with kube-proxy's rules around)."""
+    jump_f, jump_i = (j.spec for j in npt.jump_rules())
+    kube = "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD"
+    forward = [jump_f, kube] if forward_first else [kube, jump_f]
+    return "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":KUBE-FORWARD - [0:0]",
+                      *(f":{c} - [0:0]" for c in rules.chains), jump_i, *forward, *rules.rules, "COMMIT"]) + "\n"
+
+
+def test_read_back_drift_names_what_changed():
+    from podnet.dataplane.netpol import KernelView
+
+    rules = npt.build_rules(policy_set(np("deny", "  podSelector: {}\n  policyTypes: [Ingress, Egress]")), "node1")
+    jumps = npt.jump_rules()
+    assert KernelView.parse(_saved(rules)).drift(rules, jumps) == ""
+    assert "no longer first in FORWARD" in KernelView.parse(_saved(rules, forward_first=False)).drift(rules, jumps)
+    edited = _saved(rules).replace(rules.rules[-1] + "\n", "")
+    assert KernelView.parse(edited).drift(rules, jumps) == "rules changed outside the agent"
+    assert KernelView.parse(edited).drift(rules, jumps, compare_rules=False) == ""
+    gone = rules.chains[-1]
+    flushed = "\n".join(line for line in _saved(rules).splitlines() if gone not in line)
+    assert f"missing: {gone}" in KernelView.parse(flushed).drift(rules, jumps)
+    stale = _saved(rules).replace(":KUBE-FORWARD - [0:0]", ":KUBE-FORWARD - [0:0]\n:KUBE-NP-E-STALE - [0:0]")
+    assert "extra: KUBE-NP-E-STALE" in KernelView.parse(stale).drift(rules, jumps)

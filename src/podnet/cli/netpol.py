@@ -99,19 +99,12 @@ def wait_converged(lab: Lab, revision: int, timeout: float = CONVERGE_TIMEOUT) -
 
 
 def run_probes(lab: Lab, m: Matrix, timeout: float) -> dict[tuple[str, str], ProbeResult]:
-    """Probe every cell, concurrently. SCTP runs in two rounds (a->b before b->a): without kernel SCTP a
-    probe is a raw socket, which would swallow the peer's INIT (and so its ICMP answer) when both
-    directions of a pair ran at once."""
+    """Probe every cell concurrently, each with a fresh socket in the source pod's namespace."""
     placed = {p.key: p for p in lab.pods}
-    order = {k: i for i, k in enumerate(m.pods)}
     pairs = [(a, b) for a in m.pods for b in m.pods]
-    rounds = [pairs] if m.protocol != "SCTP" else [[(a, b) for a, b in pairs if order[a] <= order[b]],
-                                                    [(a, b) for a, b in pairs if order[a] > order[b]]]
-    out: dict[tuple[str, str], ProbeResult] = {}
-    for batch in rounds:
-        probes = [Probe(placed[a].netns, str(placed[b].ip), m.port, m.protocol) for a, b in batch]
-        out.update(zip(batch, probe_all(probes, timeout=timeout), strict=True))
-    return out
+    probes = [Probe(placed[a].netns, str(placed[b].ip), m.port, m.protocol, dst_netns=placed[b].netns)
+              for a, b in pairs]
+    return dict(zip(pairs, probe_all(probes, timeout=timeout), strict=True))
 
 
 def compute(lab: Lab, revision: int, port: int, protocol: str, namespaces: tuple[str, ...] = (),

@@ -67,6 +67,7 @@ class Agent:
         self.node = node
         self.rules: npt.NetpolRules | None = None
         self.view: dp.KernelView | None = None
+        self.exact = True
         self.jumps = npt.jump_rules()
 
     def desired(self) -> tuple[npt.NetpolRules, int]:
@@ -80,8 +81,7 @@ class Agent:
         t0 = time.monotonic()
         rules, n_policies = self.desired()
         if rules != self.rules or self.view is None:
-            self.view = dp.apply(rules, self.jumps)
-            self.rules = rules
+            self.apply(rules)
             iso = rules.isolated
             log(f"Synced {n_policies} network policies at revision {rev}: {len(rules.rules)} rules in "
                 f"{len(rules.chains)} chains; isolated for egress: {', '.join(iso['Egress']) or 'none'}; "
@@ -89,17 +89,33 @@ class Agent:
         self.report(rev)
 
     def check(self) -> None:
-        """Read the rules back; restore them when they are not what we applied."""
-        if self.rules is None or self.view is None:
+        """Read the rules back; restore them when the kernel does not hold exactly what we want (someone
+        flushed or edited them, or another component pushed its jump above ours or rewrote the table)."""
+        if self.rules is None:
             return
         now = dp.KernelView.parse(dp.save_filter())
-        if now == self.view:
+        why = now.drift(self.rules, self.jumps, compare_rules=self.exact)
+        if not why and not self.exact and self.view is not None and now.rules != self.view.rules:
+            why = "rules changed outside the agent"
+        if not why:
             return
-        why = "rules changed outside the agent"
-        if any(now.first_rule(j.chain) != j.spec for j in self.jumps):
-            why = "our jump is no longer first in FORWARD/INPUT"
         log(f"Re-syncing: {why}", level="W", where="controller.go:210")
-        self.view = dp.apply(self.rules, self.jumps)
+        self.apply(self.rules)
+
+    def apply(self, rules: npt.NetpolRules) -> None:
+        """Write ``rules`` and read them back. Normally the kernel prints them exactly as written and later
+        checks compare with what we want. When another writer raced us (a whole-table restore from an
+        older save), one more write fixes it; when even that read-back differs in the rules themselves
+        (an iptables that prints matches differently), later checks compare with that read-back."""
+        for attempt in (1, 2):
+            self.view = dp.apply(rules, self.jumps)
+            why = self.view.drift(rules, self.jumps)
+            if not why:
+                break
+            log(f"Read-back differs right after writing ({why})" + (", writing again" if attempt == 1 else ""),
+                level="W", where="controller.go:230")
+        self.rules = rules
+        self.exact = not why
 
     def report(self, rev: int) -> None:
         assert self.rules is not None

@@ -55,6 +55,27 @@ class KernelView:
     def first_rule(self, chain: str) -> str:
         return dict(self.first).get(chain, "")
 
+    def drift(self, rules: NetpolRules, jumps: list[JumpRule], compare_rules: bool = True) -> str:
+        """Why the kernel does not hold ``rules`` (as ``iptables-save`` prints them) with the jumps first;
+        "" when it does. ``compare_rules`` False: only our chains and the jumps are checked."""
+        if sorted(self.chains) != sorted(rules.chains):
+            missing = sorted(set(rules.chains) - set(self.chains))
+            extra = sorted(set(self.chains) - set(rules.chains))
+            return f"chains differ (missing: {', '.join(missing) or '-'}; extra: {', '.join(extra) or '-'})"
+        if compare_rules and _by_chain(self.rules) != _by_chain(rules.rules):
+            return "rules changed outside the agent"
+        moved = [j.chain for j in jumps if self.first_rule(j.chain) != j.spec]
+        if moved:
+            return f"our jump is no longer first in {' and '.join(moved)}"
+        return ""
+
+
+def _by_chain(lines: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in lines:
+        out.setdefault(line.split(" ", 2)[1], []).append(line)
+    return out
+
 
 def apply(rules: NetpolRules, jumps: list[JumpRule]) -> KernelView:
     """Write ``rules`` (deleting our chains the kernel has but ``rules`` lacks), keep the jumps first,

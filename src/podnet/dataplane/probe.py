@@ -13,15 +13,17 @@ long enough to create the socket) and reports what the kernel said:
 ``reached`` is what a truth table compares: policy let the packet through to the pod.
 
 SCTP: with kernel SCTP sockets (``CONFIG_IP_SCTP``) the probe sets up an association; without them it
-sends a well-formed SCTP INIT on a raw socket and waits for the destination's INIT-ACK/ABORT or its
-ICMP "protocol unreachable" (the destination kernel has no SCTP either): either proves the INIT went
-through every netfilter hook, which is what policy decides.
+sends a well-formed SCTP INIT (CRC32c, so conntrack tracks it) on a raw socket, and a raw socket in the
+destination pod's namespace watches for it: its arrival proves the INIT went through every netfilter
+hook, which is what policy decides. (Without the destination's namespace, the destination's
+INIT-ACK/ABORT or ICMP "protocol unreachable" is the answer.)
 """
 
 from __future__ import annotations
 
 import errno
 import secrets
+import select
 import socket
 import struct
 import time
@@ -53,6 +55,7 @@ class Probe:
     dst: str
     port: int
     protocol: str         # TCP | UDP | SCTP
+    dst_netns: str = ""   # the destination pod's namespace, when known (SCTP without kernel sockets)
 
 
 def _from_errno(e: OSError, t0: float) -> ProbeResult:
@@ -110,9 +113,9 @@ def kernel_sctp(ns: str) -> bool:
         return False
 
 
-def probe_sctp(ns: str, dst: str, port: int, timeout: float) -> ProbeResult:
+def probe_sctp(ns: str, dst: str, port: int, timeout: float, dst_ns: str = "") -> ProbeResult:
     if not kernel_sctp(ns):
-        return probe_sctp_raw(ns, dst, port, timeout)
+        return probe_sctp_raw(ns, dst, port, timeout, dst_ns)
     t0 = time.monotonic()
     s = _socket(ns, socket.SOCK_STREAM, IPPROTO_SCTP)
     try:
@@ -155,46 +158,71 @@ def sctp_init(sport: int, dport: int, tag: int) -> bytes:
     return pkt[:8] + struct.pack("<I", crc32c(pkt)) + pkt[12:]
 
 
-def probe_sctp_raw(ns: str, dst: str, port: int, timeout: float) -> ProbeResult:
+def _is_our_init(data: bytes, sport: int, dport: int, tag: int) -> bool:
+    ihl = (data[0] & 0x0F) * 4
+    if len(data) < ihl + 20:
+        return False
+    src_port, dst_port = struct.unpack("!HH", data[ihl:ihl + 4])
+    chunk_type = data[ihl + 12]
+    (init_tag,) = struct.unpack("!I", data[ihl + 16:ihl + 20])
+    return (src_port, dst_port, chunk_type, init_tag) == (sport, dport, 1, tag)
+
+
+def probe_sctp_raw(ns: str, dst: str, port: int, timeout: float, dst_ns: str = "") -> ProbeResult:
+    """An SCTP INIT from a raw socket in ``ns``. With ``dst_ns`` (the destination pod's namespace) a raw
+    socket there watches for the INIT: its arrival is the answer (reached); otherwise the answer is what
+    comes back: INIT-ACK/ABORT from the destination, or its ICMP protocol unreachable. Either way an
+    ICMP "administratively prohibited" means rejected on the way."""
     t0 = time.monotonic()
+    watch = _socket(dst_ns, socket.SOCK_RAW, IPPROTO_SCTP) if dst_ns else None
     s = _socket(ns, socket.SOCK_RAW, IPPROTO_SCTP)
     sport = 32768 + secrets.randbelow(28000)
     tag = 1 + secrets.randbelow(0xFFFFFFFE)
     try:
         s.connect((dst, 0))
+        s.setblocking(False)
+        if watch is not None:
+            watch.setblocking(False)
         s.send(sctp_init(sport, port, tag))
         deadline = t0 + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return ProbeResult("timeout", False, "no answer to SCTP INIT", (time.monotonic() - t0) * 1000)
-            s.settimeout(left)
-            data = s.recv(4096)
-            ihl = (data[0] & 0x0F) * 4
-            if len(data) < ihl + 16:
-                continue
-            src_port, dst_port, vtag = struct.unpack("!HHI", data[ihl:ihl + 8])
-            if (src_port, dst_port, vtag, data[ihl + 12]) == (sport, port, 0, 1) and data[12:16] == data[16:20]:
-                # our own INIT, to our own address: delivered locally (no ICMP comes back, since a raw
-                # socket took it)
-                return ProbeResult("answered", True, "INIT delivered locally", (time.monotonic() - t0) * 1000)
-            if (src_port, dst_port, vtag) != (port, sport, tag):
-                continue
+            ready, _, _ = select.select([x for x in (s, watch) if x is not None], [], [], left)
             ms = (time.monotonic() - t0) * 1000
-            if data[ihl + 12] == 2:
-                return ProbeResult("connected", True, "INIT-ACK received", ms)
-            return ProbeResult("refused", True, f"SCTP chunk type {data[ihl + 12]} from the destination", ms)
+            if watch is not None and watch in ready:
+                data = watch.recv(4096)
+                if _is_our_init(data, sport, port, tag):
+                    return ProbeResult("answered", True, "INIT arrived in the destination's namespace", ms)
+            if s in ready:
+                data = s.recv(4096)        # raises the ICMP error the socket got, if any
+                ihl = (data[0] & 0x0F) * 4
+                if len(data) < ihl + 16:
+                    continue
+                if watch is None and _is_our_init(data, sport, port, tag) and data[12:16] == data[16:20]:
+                    return ProbeResult("answered", True, "INIT delivered locally", ms)
+                src_port, dst_port, vtag = struct.unpack("!HHI", data[ihl:ihl + 8])
+                if (src_port, dst_port, vtag) != (port, sport, tag):
+                    continue
+                if data[ihl + 12] == 2:
+                    return ProbeResult("connected", True, "INIT-ACK received", ms)
+                return ProbeResult("refused", True, f"SCTP chunk type {data[ihl + 12]} from the destination", ms)
     except OSError as e:
         return _from_errno(e, t0)
     finally:
         s.close()
+        if watch is not None:
+            watch.close()
 
 
 # -----------------------------------------------------------------------------------------------------
 
 def probe(p: Probe, timeout: float = 1.0) -> ProbeResult:
-    fn = {"TCP": probe_tcp, "UDP": probe_udp, "SCTP": probe_sctp}[p.protocol]
     try:
+        if p.protocol == "SCTP":
+            return probe_sctp(p.netns, p.dst, p.port, timeout, p.dst_netns)
+        fn = {"TCP": probe_tcp, "UDP": probe_udp}[p.protocol]
         return fn(p.netns, p.dst, p.port, timeout)
     except (OSError, PodnetError) as e:   # the namespace vanished, no socket could be made, ...
         return ProbeResult("error", False, str(e))
