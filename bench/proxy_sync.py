@@ -4,9 +4,9 @@
 For each size and mode (iptables, nftables), with podnet's own renderers and the same kernel calls the
 per-node kube-proxy makes (`dataplane/netfilter.py`):
   - render: building the full ruleset (pure Python);
-  - full sync, cold: loading it into a fresh namespace (iptables: chains and jumps ensured, then both
-    tables replaced whole with one `iptables-restore --counters`; nftables: `nft -f` transactions of
-    bounded size);
+  - full sync, cold: loading it into a fresh namespace (iptables: chains and jumps ensured, the filter
+    chains restored with --noflush, the nat table replaced whole with `iptables-restore --counters`;
+    nftables: `nft -f` transactions of bounded size);
   - one-service change: an endpoint added to the middle service: render the partial payload and apply it;
   - per-connection cost: mean TCP connect time (client -> ClusterIP -> DNAT -> server) for the first
     and for the last service (iptables walks KUBE-SERVICES linearly; nftables uses a verdict map).
@@ -135,9 +135,9 @@ def run_one(n: int, mode: str) -> dict:
             t0 = time.perf_counter()   # what kube-proxy's full sync does (components/kubeproxy.py)
             in_ns(client, netfilter.ensure_chains, kpt.ensured_chains())
             in_ns(client, netfilter.ensure_jumps, kpt.jump_rules())
-            saved = in_ns(client, netfilter.iptables_save, "filter", True) + in_ns(
-                client, netfilter.iptables_save, "nat", True)
-            in_ns(client, netfilter.iptables_replace, kpt.table_replacement(saved, rules))
+            in_ns(client, netfilter.iptables_restore, rules.payload(tables=("filter",)))
+            saved = in_ns(client, netfilter.iptables_save, "nat", True)
+            in_ns(client, netfilter.iptables_replace, kpt.table_replacement(saved, rules, tables=("nat",)))
             r["full_apply_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             partial = kpt.partial_payload(rules, kpt.build_rules(changed, node, previous=rules))

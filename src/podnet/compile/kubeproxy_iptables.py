@@ -162,16 +162,19 @@ class IptablesRules:
         return [*self.head.nat_rules, *(r for _, f in self.by_port.values() for r in f.nat_rules),
                 *self.tail.nat_rules]
 
-    def payload(self, stale_nat_chains: Iterable[str] = ()) -> str:
-        """The ``iptables-restore --noflush`` input of a full sync.
+    def payload(self, stale_nat_chains: Iterable[str] = (), tables: tuple[str, ...] = ("filter", "nat")) -> str:
+        """The ``iptables-restore --noflush`` input of a full sync (of ``tables``).
 
         ``stale_nat_chains``: service chains present in the kernel (``iptables-save -t nat``) but no
         longer wanted; they are flushed and deleted as upstream does (``:CHAIN`` then ``-X CHAIN``).
         """
         stale = [c for c in stale_nat_chains if is_service_chain(c) and c not in set(self.nat_chains)]
-        out = ["*filter", *(_chain_line(c) for c in self.filter_chains), *self.filter_rules, "COMMIT",
-               "*nat", *(_chain_line(c) for c in self.nat_chains), *(_chain_line(c) for c in stale),
-               *self.nat_rules, *(f"-X {c}" for c in stale), "COMMIT"]
+        out = []
+        if "filter" in tables:
+            out += ["*filter", *(_chain_line(c) for c in self.filter_chains), *self.filter_rules, "COMMIT"]
+        if "nat" in tables:
+            out += ["*nat", *(_chain_line(c) for c in self.nat_chains), *(_chain_line(c) for c in stale),
+                    *self.nat_rules, *(f"-X {c}" for c in stale), "COMMIT"]
         return "\n".join(out) + "\n"
 
     def table(self, name: str) -> dict[str, list[str]]:
@@ -190,7 +193,7 @@ def owned_chain(table: str, chain: str) -> bool:
     return is_service_chain(chain) or chain in (SHARED_CHAINS["filter"] if table == "filter" else NAT_FIXED)
 
 
-def table_replacement(saved: str, rules: IptablesRules) -> str:
+def table_replacement(saved: str, rules: IptablesRules, tables: tuple[str, ...] = ("filter", "nat")) -> str:
     """A full sync as a whole-table ``iptables-restore --counters`` input (no ``--noflush``).
 
     ``saved`` is ``iptables-save -c -t filter -t nat`` of the node. Everything in it that kube-proxy does
@@ -215,7 +218,7 @@ def table_replacement(saved: str, rules: IptablesRules) -> str:
             if not owned_chain(table, chain):
                 kept[table][1].append(line)
     out = []
-    for t in ("filter", "nat"):
+    for t in tables:
         chains, lines = ours[t]
         out += [f"*{t}", *kept[t][0], *(_chain_line(c) for c in chains), *kept[t][1], *lines, "COMMIT"]
     return "\n".join(out) + "\n"

@@ -3,11 +3,12 @@
 It watches the lab's store (Services, EndpointSlices, pods and their readiness) and programs the node's
 netfilter rules the way upstream's proxier does:
 
-- **iptables mode**: each sync is one ``iptables-restore`` transaction (filter and nat). The first sync
-  after start replaces both tables whole (``table_replacement``: what kube-proxy does not own is read
-  with ``iptables-save -c`` and kept, counters included; its stale chains vanish), because iptables-nft
-  loads a large ``--noflush`` payload hundreds of times slower; later syncs send only the chains that
-  changed (``partial_payload``, with ``--noflush``). The jumps from
+- **iptables mode**: later syncs are one ``iptables-restore --noflush`` transaction (filter and nat)
+  with only the chains that changed (``partial_payload``). The first sync after start writes the
+  filter table's chains with ``--noflush`` (other agents, such as the NetworkPolicy one, write that
+  table too) and replaces the nat table whole (``table_replacement``: what kube-proxy does not own is
+  read with ``iptables-save -c`` and kept, counters included; its stale chains vanish), because
+  iptables-nft loads a large ``--noflush`` payload hundreds of times slower. The jumps from
   the built-in chains are ensured separately (``-C``, then ``-I``), and the canary chains
   ``KUBE-PROXY-CANARY`` tell it when someone flushed the tables: then it re-syncs fully.
 - **nftables mode**: table ``ip kube-proxy`` loaded with ``nft -f`` in bounded transactions; later syncs
@@ -72,11 +73,14 @@ class IptablesProxier:
         if full or self.rules is None:
             netfilter.ensure_chains(kpt.ensured_chains())
             netfilter.ensure_jumps(kpt.jump_rules())
-            saved = netfilter.iptables_save("filter", counters=True) + netfilter.iptables_save("nat", counters=True)
-            tables = kpt.table_replacement(saved, new)
-            netfilter.iptables_replace(tables)
+            # filter (small; other agents write this table too): --noflush, our chains only
+            filter_payload = new.payload(tables=("filter",))
+            netfilter.iptables_restore(filter_payload)
+            # nat (kube-proxy's alone; 10k services = 200k lines): the whole table replaced
+            nat = kpt.table_replacement(netfilter.iptables_save("nat", counters=True), new, tables=("nat",))
+            netfilter.iptables_replace(nat)
             self.rules = new
-            return tables.count("\n")
+            return filter_payload.count("\n") + nat.count("\n")
         payload = kpt.partial_payload(self.rules, new)
         if payload:
             netfilter.iptables_restore(payload)
