@@ -16,10 +16,12 @@ ALIASES = {
     "services": "services", "service": "services", "svc": "services",
     "endpoints": "endpoints", "ep": "endpoints",
     "endpointslices": "endpointslices", "endpointslice": "endpointslices",
+    "networkpolicies": "networkpolicies", "networkpolicy": "networkpolicies", "netpol": "networkpolicies",
 }
-NAMESPACED = ("pods", "services", "endpoints", "endpointslices")
+NAMESPACED = ("pods", "services", "endpoints", "endpointslices", "networkpolicies")
 SINGULAR = {"nodes": "node", "pods": "pod", "namespaces": "namespace", "services": "service",
-            "endpoints": "endpoints", "endpointslices": "endpointslice.discovery.k8s.io"}
+            "endpoints": "endpoints", "endpointslices": "endpointslice.discovery.k8s.io",
+            "networkpolicies": "networkpolicy.networking.k8s.io"}
 FORMATS = ("wide", "json", "yaml", "name")
 
 
@@ -41,6 +43,8 @@ def objects(lab: Lab, store: Store, kind: str, ns: str | None, name: str | None)
         objs = [k8s.namespace_object(n) for n in lab.namespaces.values()]
     elif kind == "pods":
         return _pods(lab, store, ns, name)
+    elif kind == "networkpolicies":
+        objs = [np.to_object() for np in lab.networkpolicies if ns is None or np.meta.namespace == ns]
     else:
         resolved = labrt.resolved_services(lab, store)
         services = [rs for rs in resolved.services if ns is None or rs.service.meta.namespace == ns]
@@ -52,6 +56,16 @@ def objects(lab: Lab, store: Store, kind: str, ns: str | None, name: str | None)
             objs = [k8s.endpointslice_object(sl) for sl in resolved.endpointslices
                     if ns is None or sl.meta.namespace == ns]
     return [o for o in objs if name is None or o["metadata"]["name"] == name]
+
+
+def _selector_text(sel: dict) -> str:
+    """kubectl's LabelSelectorAsSelector().String(): "<none>" for an empty selector."""
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        op, key, vals = e["operator"], e["key"], ",".join(e.get("values") or [])
+        parts.append({"In": f"{key} in ({vals})", "NotIn": f"{key} notin ({vals})", "Exists": key,
+                      "DoesNotExist": f"!{key}"}.get(op, key))
+    return ",".join(parts) or "<none>"
 
 
 def _more(items: list[str], n: int = 3) -> str:
@@ -114,6 +128,9 @@ def render_rows(kind: str, objs: list[dict], wide: bool, all_ns: bool) -> str:
             headers.append("SELECTOR")
             rows = [[*r, ",".join(f"{k}={v}" for k, v in (o["spec"].get("selector") or {}).items()) or "<none>"]
                     for o, r in zip(objs, rows, strict=True)]
+    elif kind == "networkpolicies":
+        headers = ["NAME", "POD-SELECTOR", "AGE"]
+        rows = [[o["metadata"]["name"], _selector_text(o["spec"].get("podSelector") or {}), _age()] for o in objs]
     elif kind == "endpoints":
         headers = ["NAME", "ENDPOINTS", "AGE"]
         rows = [[o["metadata"]["name"], _more([f"{a['ip']}:{p['port']}" for sub in o["subsets"]
@@ -139,8 +156,8 @@ def render_rows(kind: str, objs: list[dict], wide: bool, all_ns: bool) -> str:
 @click.option("--lab", default=None, help="Lab name (default: the only running lab).")
 def command(kind: str, name: str | None, namespace: str | None, all_namespaces: bool, output: str | None,
             lab: str | None) -> None:
-    """Show lab objects as kubectl does: nodes, pods, namespaces, services, endpoints, endpointslices
-    (aliases no, po, ns, svc, ep).
+    """Show lab objects as kubectl does: nodes, pods, namespaces, services, endpoints, endpointslices,
+    networkpolicies (aliases no, po, ns, svc, ep, netpol).
 
     -o json|yaml prints them in Kubernetes shape with what podnet assigned (status.podIP,
     status.hostIP, spec.nodeName, spec.podCIDR, spec.clusterIP, spec.ports[].nodePort). Endpoints and
