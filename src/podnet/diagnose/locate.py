@@ -187,20 +187,23 @@ def _classify(facts: LabFacts, t: Trace, direction: str, rule: RuleRef | None, w
             if dns is not None and (probe.dst == dns.cluster_ip) and _pick_finding(findings, "dns-down"):
                 return "dns-down", f"kube-dns has no endpoints: {rule.comment}"
             return "no-endpoints", f"the Service has no ready endpoints: {rule.comment or rule.text}"
-        return None, ""
     if d in (Disposition.NEIGHBOUR_UNREACHABLE, Disposition.NO_ROUTE) and where is not None \
             and where.netns == src.netns:
         return "cni-pod-route", f"the pod itself can't send it: {t.summary}"
     sp = facts.service_by_ip(probe.dst, probe.port, probe.proto) if probe.port else None
     if sp is not None and direction == "forward" and not _has_dnat(t) and d in (
-            Disposition.NEIGHBOUR_UNREACHABLE, Disposition.NO_ROUTE, Disposition.EXITS_NETWORK, Disposition.DROPPED):
+            Disposition.NEIGHBOUR_UNREACHABLE, Disposition.NO_ROUTE, Disposition.EXITS_NETWORK, Disposition.DROPPED,
+            Disposition.REJECTED):
         kp = _pick_finding(findings, "kube-proxy-down", node=src.node)
         if kp is not None and kp.where is not None and kp.where.node == src.node:
             return "kube-proxy-down", (f"no rule on {src.node} DNATs {sp.label} ({sp.cluster_ip}:{sp.port}), so the "
                                        f"packet goes to the default gateway and is lost; kube-proxy-{src.node} is not "
                                        "running")
-        return "service-rules-missing", (f"no rule on {src.node} DNATs {sp.label} ({sp.cluster_ip}:{sp.port}): the "
-                                         "packet goes to the default gateway instead, and is lost")
+        srm = _pick_finding(findings, "service-rules-missing", node=src.node)
+        if (srm is not None and srm.where is not None and srm.where.node == src.node) or d not in (
+                Disposition.DROPPED, Disposition.REJECTED):
+            return "service-rules-missing", (f"no rule on {src.node} DNATs {sp.label} ({sp.cluster_ip}:{sp.port}): "
+                                             "the packet goes to the default gateway instead, and is lost")
     if d in (Disposition.NEIGHBOUR_UNREACHABLE, Disposition.NO_ROUTE, Disposition.EXITS_NETWORK):
         stale = [s for h in t.hops for s in h.steps if s.kind == StepKind.CONNTRACK and "DNAT" in s.text.upper()]
         if stale and _pick_finding(findings, "stale-conntrack"):

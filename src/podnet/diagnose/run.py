@@ -144,7 +144,7 @@ def read_files(directory: str) -> dict[str, str] | None:
     return out
 
 
-def symptom(results: list[StepResult]) -> str:
+def symptom(results: list[StepResult], backend: str = "vxlan") -> str:
     failed = next((s for s in results if s.status == "fail"), None)
     if failed is None:
         return ""
@@ -156,6 +156,8 @@ def symptom(results: list[StepResult]) -> str:
                     "problem (step 3)")
     passed = [s.title for s in results if s.status == "pass" and s.n < failed.n]
     why = steps.MEANING[failed.n]
+    if failed.n == 3 and backend != "vxlan":
+        why = "a routing problem between the nodes" + (" (BGP)" if backend == "bgp" else " (host-gw routes)")
     head = f"step {failed.n} ({failed.title}) fails"
     listed = passed[0] if len(passed) == 1 else ", ".join(passed[:-1]) + f" and {passed[-1]}" if passed else ""
     return head + (f" while {listed} work" if passed else "") + f": {why}"
@@ -188,7 +190,7 @@ def diagnose(lab_name: str | None, src_spec: str, dst_spec: str, proto: str | No
             "proto": subject.proto, "srcMTU": next((p.size for s in plans for p in s.probes if p.kind == "ping-df"),
                                                     None)}
     diag = Diagnosis(lab=facts.lab, src=f"pod {src.key}", dst=subject.label, flow=flow, steps=results,
-                     symptom=symptom(results))
+                     symptom=symptom(results, facts.backend))
     failed = diag.failed_step
     if failed is not None:
         probe = _probe_to_trace(failed)
