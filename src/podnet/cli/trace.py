@@ -96,6 +96,9 @@ def command(src: str, dst: str, proto: str, size: int | None, endpoint: str | No
         the_lab = None
     else:
         the_lab, snap, places = _live(lab, verify)
+    import gc
+
+    gc.freeze()          # the snapshot lives until exit: keep its millions of objects out of GC passes
     res = run_trace(snap, places, q)
     report = None
     if verify:

@@ -26,7 +26,7 @@ from podnet.sim.parse_ip import (
     parse_ip_route_cache,
     parse_ip_rule,
 )
-from podnet.sim.parse_iptables import parse_iptables_save, render_iptables_save
+from podnet.sim.parse_iptables import gc_paused, parse_iptables_save, render_iptables_save
 from podnet.sim.parse_nft import parse_nft
 from podnet.sim.parse_ss import parse_ss, render_ss
 from podnet.sim.parse_sysctl import parse_sysctl, render_sysctl
@@ -114,16 +114,25 @@ def netns_from_dumps(name: str, texts: Mapping[str, str], *, where: str = "",
     )
 
 
-def _read_dir(d: Path, interned: dict[str, str]) -> dict[str, str]:
+def _read_dir(d: Path, interned: dict[str, str], by_inode: dict[tuple[int, int, int, int], str]) -> dict[str, str]:
     texts: dict[str, str] = {}
     for f in DUMP_FILES:
         p = d / f.name
-        if p.is_file():
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if not p.is_file():
+            continue
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        text = by_inode.get(key)                 # hard links to one dump are read once
+        if text is None:
             try:
                 text = p.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
                 raise SnapshotError(f"cannot read: {e}", where=str(p)) from None
-            texts[f.name] = interned.setdefault(text, text)   # identical files share one string
+            text = by_inode[key] = interned.setdefault(text, text)   # identical files share one string
+        texts[f.name] = text
     return texts
 
 
@@ -134,6 +143,7 @@ def load_snapshot(path: str | os.PathLike[str]) -> Snapshot:
     if not root.is_dir():
         raise SnapshotError("not a directory", where=str(root))
     interned: dict[str, str] = {}
+    by_inode: dict[tuple[int, int, int, int], str] = {}
     cache: dict[tuple[str, str], Any] = {}
     if any((root / n).is_file() for n in FILE_NAMES):
         dirs = [root]
@@ -143,9 +153,10 @@ def load_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         raise SnapshotError("no dump files (expected ip-link.json, iptables-save.txt, ... or one "
                             "subdirectory of them per namespace)", where=str(root))
     namespaces: dict[str, NetnsState] = {}
-    for d in dirs:
-        name = d.resolve().name
-        namespaces[name] = netns_from_dumps(name, _read_dir(d, interned), where=str(d), cache=cache)
+    with gc_paused():      # millions of small acyclic objects: collection passes would only cost time
+        for d in dirs:
+            name = d.resolve().name
+            namespaces[name] = netns_from_dumps(name, _read_dir(d, interned, by_inode), where=str(d), cache=cache)
     return Snapshot(namespaces)
 
 

@@ -20,12 +20,12 @@ warning and treated as not matching.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from podnet.sim.choices import Chooser
 from podnet.sim.conntrack_sim import CtInfo
-from podnet.sim.packet import Packet
+from podnet.sim.packet import Packet, is_multicast
 from podnet.sim.parse_iptables import parse_ports
 from podnet.sim.routing import Fib
 from podnet.sim.ruleindex import IptablesIndex
@@ -190,7 +190,7 @@ class Unsupported(Exception):
     pass
 
 
-def _match_module(m: Match, pkt: Packet, ctx: HookCtx, where: str) -> bool:
+def _match_module(m: Match, pkt: Packet, ctx: HookCtx, table: str, rule: Rule) -> bool:
     mod = m.module
     if mod == "comment":
         return True
@@ -242,14 +242,14 @@ def _match_module(m: Match, pkt: Packet, ctx: HookCtx, where: str) -> bool:
                 return True
             if p <= 0.0:
                 return False
-            return ctx.chooser.branch(where, [(f"statistic p={p:.4f} taken", p),
+            return ctx.chooser.branch(_where(table, rule), [(f"statistic p={p:.4f} taken", p),
                                               (f"statistic p={p:.4f} not taken", 1 - p)]) == 0
         if mode == "nth":
             every = int(m.value("every") or 1)
             p = 1.0 / every
             if every <= 1:
                 return True
-            return ctx.chooser.branch(where, [(f"nth every {every} taken", p),
+            return ctx.chooser.branch(_where(table, rule), [(f"nth every {every} taken", p),
                                               (f"nth every {every} not taken", 1 - p)]) == 0
         raise Unsupported(f"statistic --mode {mode}")
     if mod == "mark":
@@ -361,7 +361,7 @@ def _match_module(m: Match, pkt: Packet, ctx: HookCtx, where: str) -> bool:
         o = m.get("pkt-type")
         if o is None:
             return True
-        kind = "multicast" if pkt.dst.is_multicast else (
+        kind = "multicast" if is_multicast(pkt.dst) else (
             "broadcast" if ctx.fib.addr_type(pkt.dst) == "BROADCAST" else "unicast")
         return (o.values[0].lower() == kind) != o.negated
     if mod == "length":
@@ -393,7 +393,11 @@ def _iface_glob(pattern: str, dev: str) -> bool:
     return dev.startswith(pattern[:-1]) if pattern.endswith("+") else dev == pattern
 
 
-def rule_matches(rule: Rule, pkt: Packet, ctx: HookCtx, where: str) -> bool:
+def _where(table: str, rule: Rule) -> str:
+    return f"{table}/{rule.chain} #{rule.num}"
+
+
+def rule_matches(rule: Rule, pkt: Packet, ctx: HookCtx, table: str) -> bool:
     if rule.src is not None and not rule.src.contains(pkt.src):
         return False
     if rule.dst is not None and not rule.dst.contains(pkt.dst):
@@ -408,10 +412,10 @@ def rule_matches(rule: Rule, pkt: Packet, ctx: HookCtx, where: str) -> bool:
         return False               # -f: second and later fragments only
     for m in rule.matches:
         try:
-            if not _match_module(m, pkt, ctx, where):
+            if not _match_module(m, pkt, ctx, table, rule):
                 return False
         except (Unsupported, ValueError) as e:
-            ctx.warnings.append(f"{where}: {e} is not modelled; the rule is assumed not to match")
+            ctx.warnings.append(f"{_where(table, rule)}: {e} is not modelled; the rule is assumed not to match")
             return False
     return True
 
@@ -430,9 +434,11 @@ class IptablesEval:
     def __init__(self, ipt: Iptables) -> None:
         self.ipt = ipt
         self.index = IptablesIndex(ipt)
+        self.chains = {(t.name, c.name): c for t in ipt.tables.values() for c in t.chains.values()}
+        self._cands: dict[tuple[str, str], object] = {}
 
     def run(self, table: str, hook: str, pkt: Packet, ctx: HookCtx) -> ChainRun | None:
-        ch = self.ipt.chain(table, hook)
+        ch = self.chains.get((table, hook))
         if ch is None:
             return None
         run = ChainRun("iptables", table, hook, [], "")
@@ -453,26 +459,30 @@ class IptablesEval:
         """Run ``chain`` until a terminal verdict (raised as _Stop), a RETURN or its end."""
         if depth > MAX_DEPTH:
             raise _Stop("DROP", RuleRef("iptables", table, chain, 0, "loop"), None)
-        ch = self.ipt.chain(table, chain)
+        ch = self.chains.get((table, chain))
         if ch is None:
             return
         rules = ch.rules
-        cands = (self.index.chain(table, chain).candidates(pkt.dst, pkt.proto, pkt.dport)
-                 if len(rules) > 8 else range(len(rules)))
+        if len(rules) > 8:
+            cands: Iterable[Rule] = [rules[p] for p in self.index.chain(table, chain).candidates(
+                pkt.dst, pkt.proto, pkt.dport)]
+        else:
+            cands = rules
+        made = ctx.chooser.made
         skipped: list[str] = []          # random branches not taken on the way (shown on the next match)
-        for pos in cands:
-            rule = rules[pos]
-            where = f"{table}/{chain} #{rule.num}"
-            n_dec = len(ctx.chooser.made)
-            if not rule_matches(rule, pkt, ctx, where):
-                if len(ctx.chooser.made) > n_dec:
-                    skipped.append(f"#{rule.num} {ctx.chooser.made[-1].label}")
+        for rule in cands:
+            n_dec = len(made)
+            if not rule_matches(rule, pkt, ctx, table):
+                if len(made) > n_dec:
+                    skipped.append(f"#{rule.num} {made[-1].label}")
                 continue
-            notes = [*skipped]
-            skipped = []
-            if len(ctx.chooser.made) > n_dec:
-                notes.append(ctx.chooser.made[-1].label)
-            note = "; ".join(notes) or None
+            note = None
+            if skipped or len(made) > n_dec:
+                notes = [*skipped]
+                skipped = []
+                if len(made) > n_dec:
+                    notes.append(made[-1].label)
+                note = "; ".join(notes)
             t = rule.target
             if t is None:
                 run.rules.append(_ref(table, rule, "", note))
@@ -496,7 +506,7 @@ class IptablesEval:
             if name in ("DNAT", "SNAT", "MASQUERADE", "REDIRECT"):
                 ref = _ref(table, rule, name, note)
                 run.rules.append(ref)
-                change = self._nat(t, pkt, ctx, where)
+                change = self._nat(t, pkt, ctx, _where(table, rule))
                 if change is not None:
                     run.nat.append(change)
                 raise _Stop("ACCEPT", ref)
@@ -519,13 +529,13 @@ class IptablesEval:
             if name == "CT" or name in NON_DECIDING:
                 run.rules.append(_ref(table, rule, name, note))
                 continue
-            if self.ipt.chain(table, name) is not None:
+            if (table, name) in self.chains:
                 run.rules.append(_ref(table, rule, name, note))
                 self._chain(table, name, pkt, ctx, run, depth + 1)
                 if t.goto:
                     return         # -g: when the target chain ends, this chain ends too
                 continue
-            ctx.warnings.append(f"{where}: target {name} is not modelled; the rule is skipped")
+            ctx.warnings.append(f"{_where(table, rule)}: target {name} is not modelled; the rule is skipped")
             run.rules.append(_ref(table, rule, name, note))
 
     def _nat(self, t: Target, pkt: Packet, ctx: HookCtx, where: str) -> NatChange | None:

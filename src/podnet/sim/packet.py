@@ -78,6 +78,15 @@ class Packet:
         return r
 
 
+def is_loopback(ip: IPAddress) -> bool:
+    """127.0.0.0/8 (or ::1), without ipaddress's network containment test (hot path)."""
+    return (int(ip) >> 24) == 127 if ip.version == 4 else ip.is_loopback
+
+
+def is_multicast(ip: IPAddress) -> bool:
+    return (int(ip) >> 28) == 14 if ip.version == 4 else ip.is_multicast
+
+
 def default_size(proto: str) -> int:
     """A small first packet: TCP SYN with options (60 B), an empty UDP datagram (28 B), an
     ICMP echo of ping's default 56 data bytes (84 B)."""

@@ -295,7 +295,7 @@ def _counters(spec: str) -> Counters:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Building ~10^5 small immutable objects triggers many useless full GC passes (they hold no
     cycles); pausing the collector halves the parse time of large kube-proxy rulesets."""
     was = gc.isenabled()
@@ -309,7 +309,7 @@ def _gc_paused() -> Iterator[None]:
 
 def parse_iptables_save(text: str, source: str = "iptables-save.txt") -> Iptables:
     """Parse ``iptables-save [-c]`` output; errors name ``source:line``."""
-    with _gc_paused():
+    with gc_paused():
         return _parse(text, source)
 
 

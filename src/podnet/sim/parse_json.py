@@ -33,9 +33,36 @@ def entry_error(source: str, index: int, entry: dict[str, Any], msg: str) -> Sna
     return SnapshotError(f"{label}: {msg}", where=source)
 
 
+# Dumps of many nodes repeat the same addresses and prefixes (every node routes to every other
+# node's pod CIDR): parse each spelling once. Address objects are immutable, so sharing is safe.
+_ADDRS: dict[str, IPAddress] = {}
+_NETS: dict[str, IPNetwork] = {}
+_MEMO_MAX = 1 << 20
+
+
+def parse_address(text: str) -> IPAddress:
+    """``ipaddress.ip_address`` with a memo (raises ValueError like it)."""
+    a = _ADDRS.get(text)
+    if a is None:
+        if len(_ADDRS) >= _MEMO_MAX:
+            _ADDRS.clear()
+        a = _ADDRS[text] = ipaddress.ip_address(text)
+    return a
+
+
+def parse_network(text: str) -> IPNetwork:
+    """``ipaddress.ip_network(text, strict=False)`` with a memo."""
+    n = _NETS.get(text)
+    if n is None:
+        if len(_NETS) >= _MEMO_MAX:
+            _NETS.clear()
+        n = _NETS[text] = ipaddress.ip_network(text, strict=False)
+    return n
+
+
 def ip(value: Any, source: str, index: int, entry: dict[str, Any]) -> IPAddress:
     try:
-        return ipaddress.ip_address(str(value))
+        return parse_address(value if isinstance(value, str) else str(value))
     except ValueError:
         raise entry_error(source, index, entry, f"bad IP address {value!r}") from None
 
@@ -48,7 +75,7 @@ def network(value: str, source: str, index: int, entry: dict[str, Any], *,
             prefixlen: int | None = None) -> IPNetwork:
     spec = value if prefixlen is None or "/" in value else f"{value}/{prefixlen}"
     try:
-        return ipaddress.ip_network(spec, strict=False)
+        return parse_network(spec)
     except ValueError:
         raise entry_error(source, index, entry, f"bad prefix {spec!r}") from None
 

@@ -8,10 +8,12 @@ walked in priority order (``ip rule``); without an ``ip-rule.json`` the kernel's
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from podnet.sim.packet import is_loopback, is_multicast
 from podnet.sim.snapshot import Address, IPAddress, Route, RoutingRule
 
 DEFAULT_RULES = (
@@ -139,7 +141,7 @@ class Fib:
     def addr_type(self, ip: IPAddress) -> str:
         """``inet_addr_type``: the type of the local table's route for ``ip`` (LOCAL, BROADCAST...),
         else UNICAST; multicast and 0.0.0.0/255.255.255.255 by their ranges."""
-        if ip.is_multicast:
+        if is_multicast(ip):
             return "MULTICAST"
         if ip.version == 4 and (int(ip) == 0 or int(ip) == 0xFFFFFFFF):
             return "BROADCAST"
@@ -169,7 +171,7 @@ class Fib:
         if cands:
             return cands[0].local
         for a in self.addresses:
-            if a.local.version == fam and scope_value(a.scope) == 0 and not a.local.is_loopback:
+            if a.local.version == fam and scope_value(a.scope) == 0 and not is_loopback(a.local):
                 return a.local
         return None
 
@@ -180,7 +182,8 @@ class Fib:
         return None
 
 
-def route_text(route: Route, dst: IPAddress | None = None) -> str:
+@functools.lru_cache(maxsize=65536)
+def route_text(route: Route) -> str:
     """A route as ``ip route`` prints it."""
     parts = []
     if route.type != "unicast":

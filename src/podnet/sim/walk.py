@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from podnet.sim.choices import Chooser, Decision
 from podnet.sim.conntrack_sim import CtEntry, CtInfo, CtTable, packet_tuple
 from podnet.sim.netfilter import NAT_PRIO, ChainRun, HookCtx, nat_dst, nat_src
-from podnet.sim.packet import VXLAN_OVERHEAD, Packet
+from podnet.sim.packet import VXLAN_OVERHEAD, Packet, is_loopback
 from podnet.sim.routing import UNSPECIFIED, RouteResult, route_text
 from podnet.sim.snapshot import IPAddress, Link, Route
 from podnet.sim.world import Namer, NsView, World
@@ -297,19 +297,13 @@ class Walker:
             v.pending = None
             v.ct.confirmed = True
 
-    @staticmethod
-    def _masq_src(view: NsView) -> Callable[[str | None, IPAddress], IPAddress | None]:
-        def pick(dev: str | None, dst: IPAddress) -> IPAddress | None:
-            rr = view.fib.lookup(dst)
-            return view.fib.select_source(dev, dst, rr.route)
-        return pick
-
     def nf(self, ns: str, hook: str, pkt: Packet, in_dev: str | None, out_dev: str | None,
            physdev_in: str | None = None, physdev_out: str | None = None, bridged: bool = False) -> None:
         view = self.world.ns(ns)
         v = self.visit
         nat_hook = hook in NAT_PRIO
         binding_done = False
+        ctx: HookCtx | None = None
         for e in view.plan[hook]:
             if e.kind == "conntrack":
                 self._ct_in(ns, view, pkt)
@@ -321,15 +315,19 @@ class Walker:
                     self._ct_binding(ns, hook, pkt)
                     binding_done = True
                 continue
-            ctx = HookCtx(hook=hook, in_dev=in_dev, out_dev=out_dev, fib=view.fib, chooser=self.chooser,
-                          ct=v.ct, physdev_in=physdev_in, physdev_out=physdev_out, bridged=bridged,
-                          src_mac=pkt.src_mac, recent=self.recent.setdefault(ns, {}),
-                          masquerade_src=self._masq_src(view))
+            if ctx is None:
+                ctx = HookCtx(hook=hook, in_dev=in_dev, out_dev=out_dev, fib=view.fib, chooser=self.chooser,
+                              ct=v.ct, physdev_in=physdev_in, physdev_out=physdev_out, bridged=bridged,
+                              src_mac=pkt.src_mac, recent=self.recent.setdefault(ns, {}),
+                              masquerade_src=view.masquerade_source)
+            ctx.ct = v.ct
             if e.kind == "iptables":
                 run = view.ipt.run(e.table, hook, pkt, ctx)
             else:
                 run = view.nft[e.table].run(e.chain, pkt, ctx)
-            self.warnings.extend(ctx.warnings)
+            if ctx.warnings:
+                self.warnings.extend(ctx.warnings)
+                ctx.warnings.clear()
             if run is None:
                 continue
             self._nf_step(ns, hook, run, pkt, in_dev, out_dev)
@@ -375,7 +373,9 @@ class Walker:
 
     def _nf_step(self, ns: str, hook: str, run: ChainRun, pkt: Packet, in_dev: str | None,
                  out_dev: str | None) -> None:
-        shown = decisive(run.rules)
+        rules = run.rules
+        eff = _EFFECT_TARGETS
+        shown = decisive(rules) if any(r.target in eff or r.note or r.num == 0 for r in rules) else []
         if shown:
             state = ""
             v = self.visit
@@ -483,7 +483,14 @@ class Walker:
                 seen.add((ns2, dev2))
                 if v2.owns(ip):
                     return br.mac or "?", f"{self.place(ns2)} ({br.name})"
-                for p in v2.ports.get(br.name, []):
+                ports = v2.ports.get(br.name, [])
+                # the usual case, found without visiting every port: the owner is right behind one
+                for own_ns, own_dev in self.world.owners(ip):
+                    back = self.world.peer(own_ns, own_dev)
+                    if back is not None and back[0] == ns2 and back[1].master == br.name and back[1].name != dev2:
+                        own = self.world.ns(own_ns).links.get(own_dev)
+                        return (own.mac if own else None) or "?", f"{self.place(own_ns)} ({own_dev})"
+                for p in ports:
                     if p == dev2:
                         continue
                     seen.add((ns2, br.name))
@@ -701,9 +708,9 @@ class Walker:
         if not pre_done:
             self.nf(ns, "PREROUTING", pkt, dev, None, physdev_in=physdev_in)
         if dev != "lo":
-            if pkt.src.is_loopback:
+            if is_loopback(pkt.src):
                 raise self.end(ns, pkt, Disposition.DROPPED, f"martian source {pkt.src} on {dev}", DropReason.MARTIAN)
-            if pkt.dst.is_loopback and view.conf(dev, "route_localnet") != 1:
+            if is_loopback(pkt.dst) and view.conf(dev, "route_localnet") != 1:
                 raise self.end(ns, pkt, Disposition.DROPPED, f"martian destination {pkt.dst} on {dev} "
                                "(route_localnet = 0)", DropReason.MARTIAN)
         rr = view.fib.lookup(pkt.dst, src=pkt.src, iif=dev, mark=pkt.mark, proto=pkt.proto, sport=pkt.sport,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from podnet.sim.conntrack_sim import SnapshotConntrack
 from podnet.sim.netfilter import HookEntry, IptablesEval, hook_plan
 from podnet.sim.nft_eval import NftEval
+from podnet.sim.packet import is_loopback
 from podnet.sim.routing import Fib
 from podnet.sim.snapshot import FdbEntry, IPAddress, Link, Neighbour, NetnsState, Snapshot, Socket
 
@@ -82,6 +83,11 @@ class NsView:
             return True
         # the kernel default (1) applies when the dump lacks the key (br_netfilter is loaded on any node)
         return self.st.sysctl_int("net.bridge.bridge-nf-call-iptables", 1) == 1
+
+    def masquerade_source(self, dev: str | None, dst: IPAddress) -> IPAddress | None:
+        """MASQUERADE's new source: the address the route out of ``dev`` would pick."""
+        rr = self.fib.lookup(dst)
+        return self.fib.select_source(dev, dst, rr.route)
 
     def path_mtu(self, dst: IPAddress, route_mtu: int | None, dev: str) -> tuple[int, bool]:
         """The MTU toward ``dst``: the route's or the device's, lowered by a learned path MTU
@@ -164,13 +170,21 @@ class World:
                     cand = self.ns(named).by_index.get(link.link_index)
                     if cand is not None and cand.kind == "veth" and cand.link_index == link.ifindex:
                         found = (named, cand)
-                if found is None:
+                elif named is None or not here.netns_ids:
+                    # no name for the peer's namespace: the one veth elsewhere whose ifindexes
+                    # cross-match, unless its own netns ids say its peer lives somewhere else
                     cands = [(n, c) for n, c in self._veth_index().get((link.link_index, link.ifindex), [])
-                             if n != ns]
+                             if n != ns and self._points_back(n, c, ns)]
                     if len(cands) == 1:
                         found = cands[0]
+                # a peer in a named namespace that is not in the snapshot stays unknown (None)
         self._peers[key] = found
         return found
+
+    def _points_back(self, name: str, link: Link, ns: str) -> bool:
+        ids = self.snapshot.namespaces[name].netns_ids
+        back = ids.get(link.link_netnsid) if link.link_netnsid is not None else None
+        return back is None or back == ns
 
     def _veth_index(self) -> dict[tuple[int, int], list[tuple[str, Link]]]:
         if self._veths is None:
@@ -188,7 +202,7 @@ class World:
             idx: dict[IPAddress, list[tuple[str, str]]] = {}
             for name, st in self.snapshot.namespaces.items():
                 for a in st.addresses:
-                    if a.local.is_loopback:
+                    if is_loopback(a.local):
                         continue
                     idx.setdefault(a.local, []).append((name, a.dev))
             self._owners = idx

@@ -159,8 +159,8 @@ def _named_services(places: Places, name: str) -> list[ServicePort]:
 
 
 def _service_by_ip(places: Places, ip: IPAddress, port: int | None) -> ServicePort | None:
-    for s in places.services:
-        if s.cluster_ip == str(ip) and (port is None or s.port == port):
+    for s in places.services_at(str(ip)):
+        if port is None or s.port == port:
             return s
     return None
 

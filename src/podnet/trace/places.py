@@ -56,6 +56,11 @@ class ServicePort:
         return f"{self.namespace}/{self.name}"
 
 
+# lazily built lookups for a Places (frozen, so kept beside it; checked against the indexed object)
+_SERVICE_INDEX: dict[int, tuple[tuple[ServicePort, ...], dict[str, list[ServicePort]]]] = {}
+_KIND_INDEX: dict[int, tuple[dict[str, Place], dict[str, list[Place]]]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class Places:
     places: dict[str, Place]
@@ -70,11 +75,27 @@ class Places:
             return netns, netns
         return p.node or p.name, p.label
 
+    def services_at(self, ip: str) -> list[ServicePort]:
+        idx = _SERVICE_INDEX.get(id(self))
+        if idx is None or idx[0] is not self.services:
+            by_ip: dict[str, list[ServicePort]] = {}
+            for s in self.services:
+                if s.cluster_ip:
+                    by_ip.setdefault(s.cluster_ip, []).append(s)
+            idx = _SERVICE_INDEX[id(self)] = (self.services, by_ip)
+        return idx[1].get(ip, [])
+
     def place(self, netns: str) -> Place:
         return self.places.get(netns) or Place(netns, "netns", netns, netns)
 
     def of_kind(self, kind: str) -> list[Place]:
-        return [p for p in self.places.values() if p.kind == kind]
+        idx = _KIND_INDEX.get(id(self))
+        if idx is None or idx[0] is not self.places:
+            by_kind: dict[str, list[Place]] = {}
+            for p in self.places.values():
+                by_kind.setdefault(p.kind, []).append(p)
+            idx = _KIND_INDEX[id(self)] = (self.places, by_kind)
+        return idx[1].get(kind, [])
 
     def to_json(self) -> str:
         return json.dumps({"version": PLACES_VERSION, "lab": self.lab, "domain": self.domain,
