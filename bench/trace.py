@@ -311,7 +311,8 @@ def main() -> None:
     print(f"  first flows (indexes built on first visit): p50 {syn['cold_p50_ms']:.2f} ms, "
           f"p99 {syn['cold_p99_ms']:.2f} ms; all nodes indexed in {syn['index_all_s']:.1f} s")
     print(f"  per flow p50 {syn['p50_ms']:.2f} ms, p99 {syn['p99_ms']:.2f} ms (aim < 5 ms); "
-          f"{syn['flows_per_s']:.0f} flows/s (aim >= 1000); {syn['paths_per_flow']:.1f} paths per flow"
+          f"{syn['flows_per_s']:.0f} flows/s (aim >= 1000); {syn['paths_per_flow']:.1f} paths per flow, "
+          f"{syn['flows_per_s'] * syn['paths_per_flow']:.0f} paths/s"
           + ("" if syn["check"] else "  [unexpected disposition]"))
     if args.markdown:
         print()
@@ -326,6 +327,8 @@ def main() -> None:
               f"{syn['load_s']:.1f} s |")
         print(f"| same: per flow p50 / p99 (aim p99 < 5 ms) | {syn['p50_ms']:.2f} / {syn['p99_ms']:.2f} ms |")
         print(f"| same: flows per second, one core (aim >= 1000) | {syn['flows_per_s']:.0f} |")
+        print(f"| same: paths per second (each flow walks its {syn['paths_per_flow']:.0f} endpoints) | "
+              f"{syn['flows_per_s'] * syn['paths_per_flow']:.0f} |")
         print(f"| same: first flows, indexes built on first visit, p99 | {syn['cold_p99_ms']:.2f} ms |")
 
 
