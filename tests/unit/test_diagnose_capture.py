@@ -131,8 +131,16 @@ def test_interpretations():
     assert v.delivered and v.answered
     nothing = [hops.HopSeen() for _ in path]
     nothing[0].arp_asked.add("10.244.1.254")
+    nothing[1].arp_asked.add("10.244.1.254")
+    nothing[2].arp_asked.add("10.244.1.254")
     v = hops.interpret(path, nothing, PROBE, hops.branches([B]))
-    assert v.last_forward is None and "ARPs for 10.244.1.254" in v.meaning
+    assert v.last_forward == 2 and "only its ARP requests (who-has 10.244.1.254)" in v.meaning
+    nothing = [hops.HopSeen() for _ in path]
+    nothing[0].arp_asked.add("10.244.1.6")
+    nothing[1].arp_asked.add("10.244.1.6")
+    same = hops.plan_path(lab(), A, [D])
+    v = hops.interpret(same, nothing[:len(same)], PROBE, hops.branches([D]))
+    assert v.last_forward == 1 and "not on the bridge" in v.meaning
 
 
 def test_interpret_picks_the_endpoint_the_packet_went_to():

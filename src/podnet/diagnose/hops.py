@@ -338,6 +338,13 @@ def interpret(path: list[CaptureHop], seen: list[HopSeen], probe: Probe,
     err = f" ({'; '.join(errors)})" if errors else ""
     if last_k < 0:
         asked = sorted(seen[idx[0]].arp_asked - seen[idx[0]].arp_answered) if idx else []
+        arp_hit = [k for k, i in enumerate(idx) if seen[i].arp_asked]
+        if arp_hit and arp_hit[-1] + 1 < len(idx):
+            # only the source's ARP requests got out: how far they went says where the path breaks
+            k = arp_hit[-1]
+            nxt = path[idx[k + 1]]
+            return Verdict(idx[k], False, False, None, f"only its ARP requests (who-has {', '.join(asked) or '?'}) "
+                           f"got out, unanswered: {_between(path[idx[k]], nxt, mtus, None)}", branch)
         if asked:
             return Verdict(None, False, False, None, f"never left the pod: it ARPs for {', '.join(asked)} and nobody "
                            "answers (a wrong route or gateway in the pod, or a detached veth)", branch)

@@ -21,12 +21,15 @@ from podnet.dns.resolve import parse_resolv_conf
 
 ETC_NETNS = "/etc/netns"
 TIMEOUT = 1.0
+CONNECT_TIMEOUT = 2.0     # a TCP connect outlives one lost SYN (the first retransmission comes after 1 s)
 DNS_LIFETIME = 2.0
 
 
 def _ping(ns: str, p, timeout: float) -> ProbeResult:
     df = p.kind == "ping-df"
     r = icmpprobe.ping(ns, p.dst, size=p.size, df=df, timeout=timeout)
+    if r.outcome == "timeout":     # one lost packet is not a fault: ask once more, as ping -c 2 would
+        r = icmpprobe.ping(ns, p.dst, size=p.size, df=df, timeout=timeout)
     ok = r.ok or (df and r.outcome == "frag-needed")   # PMTU discovery works: the sender learns the path MTU
     detail = r.detail
     if df and r.outcome == "frag-needed":
@@ -38,8 +41,9 @@ def _connect(ns: str, p, timeout: float) -> list[ProbeResult]:
     if p.proto == "udp" and p.port == 53:
         return [_dns_direct(ns, p, timeout) for _ in range(p.tries)]
     pr = connprobe.Probe(ns, p.dst, p.port or 0, p.proto.upper())
+    wait = max(timeout, CONNECT_TIMEOUT) if p.proto == "tcp" else timeout
     with ThreadPoolExecutor(max_workers=max(1, p.tries)) as ex:
-        got = list(ex.map(lambda _: connprobe.probe(pr, timeout), range(p.tries)))
+        got = list(ex.map(lambda _: connprobe.probe(pr, wait), range(p.tries)))
     target = f"{p.dst}:{p.port}/{p.proto}"
     return [ProbeResult("connect", target, p.about, r.outcome in ("connected", "answered"), r.outcome, r.detail,
                         r.ms, p.proto, p.dst, p.port) for r in got]
