@@ -81,9 +81,24 @@ def trace(lab: Lab, *args: str, check: bool = False) -> tuple[int, dict]:
 
 
 def test_saved_snapshot_is_the_live_state(lab: Lab, tmp_path: Path) -> None:
+    import time
+
     from podnet.dataplane.readback import read_snapshot
     from podnet.sim.dumpdir import load_snapshot
 
+    def stable(st):  # type: ignore[no-untyped-def]
+        return {n: (s.links, s.addresses, s.routes, s.rules, s.sockets) for n, s in st.namespaces.items()}
+
+    # a fresh lab is still settling (IPv6 link-local routes appear as links come up): wait for two
+    # reads in a row to agree, then save and compare
+    deadline = time.monotonic() + 15
+    live = read_snapshot(lab.namespaces())
+    while True:
+        again = read_snapshot(lab.namespaces())
+        if stable(again) == stable(live) or time.monotonic() > deadline:
+            break
+        live = again
+        time.sleep(0.5)
     run("snapshot", "save", str(tmp_path / "snap"), "--lab", lab.name)
     saved = load_snapshot(tmp_path / "snap")
     live = read_snapshot(lab.namespaces())
