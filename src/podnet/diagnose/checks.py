@@ -498,12 +498,15 @@ def check_conntrack(facts: LabFacts, snap: Snapshot) -> list[Finding]:
             owner = facts.pod_by_ip(gone)
             who = f"pod {owner.key}, not ready" if owner else "no pod has this address any more"
             eps = ", ".join(f"{x.ip}:{x.port}" for x in sp.endpoints) or "<none>"
-            out.append(finding(
+            f = finding(
                 "stale-conntrack", f"{n.name} keeps sending {e.proto.upper()} {e.orig.src}:{e.orig.sport} -> "
                 f"{sp.label} to {gone}:{e.reply.sport}, which is no endpoint ({who})", where=node_where(n),
                 evidence=[f"{n.name}: conntrack -L: {render_conntrack((e,)).strip()}",
                           f"kubectl get endpoints {sp.name} -n {sp.namespace}: {eps}"],
-                fix=[in_ns(n.netns, f"conntrack -D -p {e.proto} --orig-dst {e.orig.dst} --reply-src {gone}")]))
+                fix=[in_ns(n.netns, f"conntrack -D -p {e.proto} --orig-dst {e.orig.dst} --reply-src {gone}")])
+            f.data = {"proto": e.proto, "src": str(e.orig.src), "sport": e.orig.sport, "dst": str(e.orig.dst),
+                      "dport": e.orig.dport}
+            out.append(f)
     return out
 
 

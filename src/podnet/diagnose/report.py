@@ -87,6 +87,7 @@ class Finding:
     fix: list[str] = field(default_factory=list)
     step: int | None = None       # the failing step it explains (None: found by the state checks alone)
     explains_flow: bool = False
+    data: dict[str, Any] = field(default_factory=dict)   # check-specific facts for later steps (not in JSON)
 
     def to_json(self) -> dict[str, Any]:
         return {"cause": self.cause, "title": self.title, "summary": self.summary, "severity": self.severity,

@@ -203,10 +203,30 @@ def diagnose(lab_name: str | None, src_spec: str, dst_spec: str, proto: str | No
         findings.insert(0, cause)
         diag.cause = cause
         diag.trace = loc.trace
+    _follow_stale_entries(facts, world, places, src, subject, findings)
     diag.findings = findings
     diag.notes = [f"state read from {len(namespaces)} namespaces: the nodes, the underlay and the pods the probes "
                   "involve"]
     return diag
+
+
+def _follow_stale_entries(facts: LabFacts, world: World, places: placesmod.Places, src: PodFacts,
+                          subject: steps.Subject, findings: list) -> None:
+    """A stale entry of the source pod's own flow: trace that flow from the client's socket (its source
+    port), through the entry, to where it dies."""
+    from podnet.diagnose.report import ProbeResult
+
+    for f in findings:
+        d = f.data
+        if f.cause != "stale-conntrack" or d.get("src") != src.ip:
+            continue
+        probe = ProbeResult("connect", f"{d['dst']}:{d['dport']}/{d['proto']}", "the client's socket", False,
+                            "stale", proto=d["proto"], dst=d["dst"], port=d["dport"], sport=d["sport"])
+        loc = locate.locate(facts, world, places, src, probe, [])
+        f.evidence += [e.replace("trace ", "trace of the client's flow ", 1) for e in loc.evidence
+                       if e.startswith("trace ")]
+        if subject.ip == d["dst"] and subject.port == d["dport"]:
+            f.explains_flow = True
 
 
 def _probe_to_trace(step: StepResult):
