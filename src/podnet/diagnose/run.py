@@ -159,8 +159,11 @@ def symptom(results: list[StepResult], backend: str = "vxlan") -> str:
     if failed.n == 3 and backend != "vxlan":
         why = "a routing problem between the nodes" + (" (BGP)" if backend == "bgp" else " (host-gw routes)")
     head = f"step {failed.n} ({failed.title}) fails"
+    if failed.n == 4 and failed.title != steps.QUESTIONS[4][1]:
+        why = "the destination itself (its port, a policy, the way there)"
     listed = passed[0] if len(passed) == 1 else ", ".join(passed[:-1]) + f" and {passed[-1]}" if passed else ""
-    return head + (f" while {listed} work" if passed else "") + f": {why}"
+    verb = "works" if len(passed) == 1 else "work"
+    return head + (f" while {listed} {verb}" if passed else "") + f": {why}"
 
 
 def diagnose(lab_name: str | None, src_spec: str, dst_spec: str, proto: str | None = None,

@@ -69,6 +69,7 @@ class StepPlan:
     n: int
     probes: tuple[PlannedProbe, ...] = ()
     skip: str = ""                # why there is nothing to probe
+    retitle: tuple[str, str] | None = None    # (title, question) when the destination is no Service
 
     @property
     def name(self) -> str:
@@ -76,11 +77,11 @@ class StepPlan:
 
     @property
     def title(self) -> str:
-        return QUESTIONS[self.n][1]
+        return self.retitle[0] if self.retitle else QUESTIONS[self.n][1]
 
     @property
     def question(self) -> str:
-        return QUESTIONS[self.n][2]
+        return self.retitle[1] if self.retitle else QUESTIONS[self.n][2]
 
 
 def _about(p: PodFacts) -> str:
@@ -130,9 +131,11 @@ def plan(facts: LabFacts, src: PodFacts, subject: Subject, src_mtu: int | None) 
         steps.append(StepPlan(4, (PlannedProbe("connect", subject.ip, subject.label, subject.port, subject.proto,
                                                tries=SERVICE_TRIES),)))
     elif subject.port is not None:
-        steps.append(StepPlan(4, (PlannedProbe("connect", subject.ip, subject.label, subject.port, subject.proto),)))
+        steps.append(StepPlan(4, (PlannedProbe("connect", subject.ip, subject.label, subject.port, subject.proto),),
+                              retitle=("destination port", f"Can the pod reach {subject.ip}:{subject.port}?")))
     else:
-        steps.append(StepPlan(4, (), "no port given (DST:PORT): nothing to connect to"))
+        steps.append(StepPlan(4, (), "no port given (DST:PORT): nothing to connect to",
+                              retitle=("destination port", "Can the pod reach the destination's port?")))
     # 5. DNS
     if facts.dns_ip is None:
         steps.append(StepPlan(5, (), "the lab has no cluster DNS"))
