@@ -24,6 +24,7 @@ stops the node's syncs (the rules stay as they were), as on a real node.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                     log(f'"SyncProxyRules complete" elapsed="{(time.monotonic() - t0) * 1000:.1f}ms" '
                         f'servicePorts={len(new_ports)} lines={lines} full={str(full or ports is None).lower()}')
                     ports = new_ports
+                    gc.freeze()   # the rules and ports live until the next sync: keep the cyclic GC off them
                 seen_rev, last_ready = rev, now
             except Exception as e:   # keep running and retry, as kube-proxy does, and say why
                 log(f'"Failed to sync proxy rules" err="{e}"', level="E")
