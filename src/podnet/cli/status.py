@@ -5,7 +5,7 @@ import json
 import click
 
 from podnet.cli.output import echo, table
-from podnet.dataplane import dnsprobe, netns
+from podnet.dataplane import dnsprobe, netns, procs
 from podnet.dataplane import lab as labrt
 from podnet.model import names
 
@@ -20,7 +20,9 @@ def collect(lab_name: str | None) -> dict:
             for p in lab.pods_on(n.name):
                 if p.component:
                     st = labrt.container_state(store, p)
-                    comps[p.component] = {"pod": p.key, "running": all(st.values())}
+                    hung = any(procs.stopped(pid) for pid in labrt.runtime(store, p).values())
+                    comps[p.component] = {"pod": p.key, "running": all(st.values()) and not hung,
+                                          "stopped": hung}
             nodes.append({"name": n.name, "ip": str(n.ip), "podCIDR": str(n.pod_cidr), "netns": n.netns,
                           "netnsPresent": ok, "components": comps})
         dns = _dns_health(lab, store) if lab.cluster.networking.cluster_dns else None
@@ -91,7 +93,8 @@ def command(lab: str | None, output: str) -> None:
          f"{s['underlay']['subnet']} (mtu {s['underlay']['mtu']}), pod mtu {s['podMTU']}")
     rows = []
     for n in s["nodes"]:
-        comps = " ".join(f"{k}={'ok' if v['running'] else 'DOWN'}" for k, v in n["components"].items())
+        comps = " ".join(f"{k}={'ok' if v['running'] else 'STOPPED' if v.get('stopped') else 'DOWN'}"
+                         for k, v in n["components"].items())
         rows.append([n["name"], n["ip"], n["podCIDR"], n["netns"], "ok" if n["netnsPresent"] else "MISSING",
                      comps or "-"])
     echo(table(["NODE", "IP", "POD-CIDR", "NETNS", "NETNS-STATE", "COMPONENTS"], rows))

@@ -433,9 +433,10 @@ def resolved_services(lab: Lab, store: Store) -> ResolvedServices:
 def start_processes(lab: Lab, store: Store) -> int:
     """Start every container and component that is not running. Returns how many were started."""
     started = 0
+    changed: dict[str, dict[str, int]] = {}
+    builtins: list[tuple[str, str, procs.Builtin]] = []   # (pod key, container, what to start)
     for p in lab.pods:
         pids = runtime(store, p)
-        changed = False
         for c in p.pod.spec.containers:
             pid = pids.get(c.name)
             if pid and procs.alive(pid, p.netns):
@@ -449,11 +450,14 @@ def start_processes(lab: Lab, store: Store) -> int:
                 pids[c.name] = procs.start_command(p.netns, c.argv, log, env=c.env, cwd=c.working_dir)
             else:
                 ports = [(cp.container_port, cp.protocol) for cp in c.ports]
-                pids[c.name] = procs.start_builtin(p.netns, p.name, str(p.ip), ports, log)
+                builtins.append((p.key, c.name, (p.netns, p.name, str(p.ip), ports, log)))
             started += 1
-            changed = True
-        if changed:
-            store.put(f"{RUNTIME}{p.key}", pids)
+            changed[p.key] = pids
+    # the built-in servers in one batch (forked from small helper processes when there are many)
+    for (key, container, _), pid in zip(builtins, procs.start_builtins([b for _, _, b in builtins]), strict=True):
+        changed[key][container] = pid
+    for key, pids in changed.items():
+        store.put(f"{RUNTIME}{key}", pids)
     return started
 
 

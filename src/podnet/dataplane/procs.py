@@ -85,6 +85,58 @@ def start_builtin(ns: str, pod: str, pod_ip: str, ports: list[tuple[int, str]], 
     return pid
 
 
+Builtin = tuple[str, str, str, list[tuple[int, str]], str]   # (netns, pod, pod IP, ports, log path)
+ZYGOTE_BATCH = 64
+
+
+def start_builtins(batch: list[Builtin]) -> list[int]:
+    """Start many built-in servers; returns their PIDs in order.
+
+    Forking hundreds of children from one process gets slower with every child (the kernel's anon_vma
+    chains of the forking process grow), so large batches are split: a short-lived "zygote" child forks
+    at most ZYGOTE_BATCH servers and reports their PIDs, then exits (the servers live on)."""
+    if len(batch) <= ZYGOTE_BATCH // 4:
+        return [start_builtin(*b) for b in batch]
+    pids: list[int] = []
+    for start in range(0, len(batch), ZYGOTE_BATCH):
+        pids += _zygote(batch[start:start + ZYGOTE_BATCH])
+    return pids
+
+
+def _zygote(batch: list[Builtin]) -> list[int]:
+    r, w = os.pipe()
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:   # the zygote
+        code = 0
+        try:
+            os.close(r)
+            for b in batch:
+                os.write(w, f"{start_builtin(*b)}\n".encode())
+        except BaseException as e:
+            code = 1
+            with contextlib.suppress(Exception):
+                os.write(w, f"error: {e}\n".encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    gc.unfreeze()
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    out: list[int] = []
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("error: "):
+            raise PodnetError(line[len("error: "):])
+        out.append(int(line))
+    if len(out) != len(batch):
+        raise PodnetError(f"a process starter exited after {len(out)} of {len(batch)} pod servers")
+    return out
+
+
 def _close_fds_except(keep: set[int]) -> None:
     for fd in range(3, _max_fd()):
         if fd not in keep:
@@ -114,6 +166,15 @@ def start_command(ns: str, argv: list[str], log_path: str, env: dict[str, str] |
     finally:
         os.close(log_fd)
     return proc.pid
+
+
+def stopped(pid: int) -> bool:
+    """True if ``pid`` is stopped (SIGSTOP): it exists but does nothing, as a hung process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except OSError:
+        return False
 
 
 def alive(pid: int, ns: str | None = None, *, inode: int | None = None) -> bool:
