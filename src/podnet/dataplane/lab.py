@@ -215,6 +215,13 @@ def write_etc_files(specs: list[NetnsSpec]) -> None:
 
 
 def _save(store: Store, lab: Lab, docs: list[Doc], deleted_keys: tuple[str, ...] = ()) -> None:
+    """Write the lab's objects in ONE transaction: components never read a half-written lab (objects
+    without their address assignments would resolve to other pod IPs)."""
+    with store.txn():
+        _save_all(store, lab, docs, deleted_keys)
+
+
+def _save_all(store: Store, lab: Lab, docs: list[Doc], deleted_keys: tuple[str, ...]) -> None:
     keys = []
     for d in docs:
         key = _object_key(d)

@@ -67,18 +67,31 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._depth = 0
 
     def close(self) -> None:
         self.db.close()
 
     @contextmanager
     def txn(self) -> Iterator[sqlite3.Connection]:
+        """One atomic transaction; nested uses join the outer one, so a batch of puts and deletes
+        (``with store.txn(): ...``) is seen by other readers all at once or not at all."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
+            return
         self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield self.db
         except BaseException:
+            self._depth = 0
             self.db.execute("ROLLBACK")
             raise
+        self._depth = 0
         self.db.execute("COMMIT")
 
     # -- reads --------------------------------------------------------------------------------------
