@@ -32,9 +32,7 @@ from podnet.compile.state import NetnsSpec
 from podnet.dataplane import bird
 from podnet.dataplane import lab as labrt
 from podnet.dataplane.apply import Applier
-from podnet.errors import PodnetError
 from podnet.model.lab import Lab
-from podnet.store.kv import Store
 
 RESYNC = 2.0
 PR_SET_PDEATHSIG = 1
@@ -82,23 +80,11 @@ def prune(applier: Applier, lab: Lab, node: str) -> list[str]:
     return gone
 
 
-def load_when_saved(lab_name: str, timeout: float = 15.0) -> tuple[Lab, Store]:
-    """The lab from its store; `up` starts components just before it saves the objects, so wait."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return labrt.load(lab_name)
-        except PodnetError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 class Agent:
     def __init__(self, lab_name: str, node: str) -> None:
         self.lab_name = lab_name
         self.node = node
-        self.lab, self.store = load_when_saved(lab_name)
+        self.lab, self.store = labrt.load_when_saved(lab_name)
         self.paths = bird.paths(lab_name, node)
         self.bird: subprocess.Popen | None = None
         self.stopping = False

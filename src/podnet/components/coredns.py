@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", required=True)
     ap.add_argument("--port", type=int, default=53)
     a = ap.parse_args(argv)
+    labrt.load_when_saved(a.lab)[1].close()
     records = build(a.lab)
     server = ClusterDNSServer(records, "0.0.0.0", a.port).start()
     stdout_log(f".:{a.port} on 0.0.0.0 (udp, tcp)")

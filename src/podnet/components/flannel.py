@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lab", required=True)
     ap.add_argument("--node", required=True)
     a = ap.parse_args(argv)
-    lab, store = labrt.load(a.lab)
+    lab, store = labrt.load_when_saved(a.lab, a.node)
     net = lab.cluster.networking
     node = lab.node(a.node)
     log(f"main.go] Determining IP address of default interface: using interface eth0 with address {node.ip}")

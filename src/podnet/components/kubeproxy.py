@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--node", required=True)
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    lab, store = labrt.load(a.lab)
+    lab, store = labrt.load_when_saved(a.lab, a.node)
     node = proxy_node(lab, a.node)
     mode = lab.cluster.networking.kube_proxy_mode
     log(f'"Using {mode} Proxier"', where="server_linux.go:170")

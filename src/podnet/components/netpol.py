@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         f"jumps first in FORWARD and INPUT), deny = REJECT icmp-admin-prohibited", where="main.go:90")
     unlimit_icmp()
     agent = Agent(a.lab, a.node)
-    _, store = labrt.load(a.lab)
+    _, store = labrt.load_when_saved(a.lab, a.node)
     seen_rev = -1
     last_check = time.monotonic()
     last_error = ""

@@ -98,6 +98,24 @@ def load(name: str | None = None, store: Store | None = None) -> tuple[Lab, Stor
     return lab, store
 
 
+def load_when_saved(name: str, node: str | None = None, timeout: float = 30.0) -> tuple[Lab, Store]:
+    """:func:`load` for components: ``up`` starts them before it saves the lab's objects (the store is
+    written last, once everything runs), so a fresh lab's store may not hold them (or this node) yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            lab, store = load(name)
+            if node is None or any(n.name == node for n in lab.nodes):
+                return lab, store
+            store.close()
+            if time.monotonic() > deadline:
+                raise PodnetError(f"node {node!r} is not in lab {name}")
+        except PodnetError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 def _assignments(store: Store) -> dict[str, tuple[str, str]]:
     items, _ = store.list(ASSIGN)
     return {it.key[len(ASSIGN):]: (it.value["node"], it.value["ip"]) for it in items}
