@@ -9,6 +9,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,13 @@ def running_lab(tmp: Path, example: str, **replace: str):
         yield lab
     finally:
         lab.down()
+
+
+def wait_for(cond, timeout: float = 10.0, step: float = 0.1) -> float:
+    """Poll ``cond`` until it is true; returns the seconds it took, fails the test after ``timeout``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")

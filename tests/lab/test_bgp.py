@@ -8,6 +8,7 @@ break something repair it before they end.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import time
 import pytest
 
 from tests.lab.conftest import run, running_lab, sh
+from tests.lab.conftest import wait_for as conftest_wait_for
 
 POD_CIDRS = {"node1": "10.244.1.0/24", "node2": "10.244.2.0/24"}
 NODE_IPS = {"node1": "192.168.1.10", "node2": "192.168.1.11"}
@@ -27,13 +29,7 @@ def lab(tmp_path_factory):
         yield lab
 
 
-def wait_for(cond, timeout: float = 15.0, step: float = 0.1) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
+wait_for = functools.partial(conftest_wait_for, timeout=15.0)
 
 
 def bgp_status(lab, *args: str) -> tuple[int, dict]:

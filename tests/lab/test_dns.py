@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import run, running_lab, sh
+from tests.lab.conftest import run, running_lab, sh, wait_for
 
 DATA = Path(__file__).parent / "data"
 DIG = ("dig", "+short", "+time=2", "+tries=2")
@@ -23,13 +22,6 @@ def lab(tmp_path_factory):
         yield lab
 
 
-def wait_for(cond, timeout: float = 10.0) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def dig(lab, *args: str) -> str:

@@ -8,9 +8,9 @@ equal the table written here by hand (upstream's expectations), and deletes its 
 
 from __future__ import annotations
 
+import functools
 import json
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from podnet.cli import netpol as netpol_cli
 from podnet.dataplane import lab as labrt
 from podnet.dataplane.probe import Probe, probe
 from tests.lab.conftest import run, running_lab, sh
+from tests.lab.conftest import wait_for as conftest_wait_for
 from tests.unit.netpol_cases import valid_random_policy
 
 NSS = ("x", "y", "z")
@@ -138,13 +139,7 @@ def policies(np_lab):
         np_lab.delete(text)
 
 
-def wait_for(cond, timeout: float = 5.0, step: float = 0.02) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
+wait_for = functools.partial(conftest_wait_for, timeout=5.0, step=0.02)
 
 
 def demo_text() -> str:

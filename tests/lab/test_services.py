@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import run, running_lab, sh
+from tests.lab.conftest import run, running_lab, sh, wait_for
 
 DATA = Path(__file__).parent / "data"
 CLIENT_IP = "192.168.1.100"
@@ -36,13 +36,6 @@ def rules(lab, node: str) -> str:
     return lab.node(node, "nft", "list", "table", "ip", "kube-proxy", check=False).stdout
 
 
-def wait_for(cond, timeout: float = 10.0, step: float = 0.1) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def curl(lab, where: tuple[str, str], url: str, max_time: float = 3) -> tuple[int, list[str]]:
