@@ -18,17 +18,15 @@ from podnet.compile import dns as dnsc
 from podnet.dataplane import lab as labrt
 from podnet.dns.records import RecordSet
 from podnet.dns.server import ClusterDNSServer, stdout_log
+from podnet.model.lab import Lab
+from podnet.store.kv import Store
 
 POLL = 0.2
 READINESS = 1.0
 
 
-def build(lab_name: str) -> RecordSet:
-    lab, store = labrt.load(lab_name)
-    try:
-        resolved = labrt.resolved_services(lab, store)
-    finally:
-        store.close()
+def build(lab: Lab, store: Store, ready: set[str]) -> RecordSet:
+    resolved = labrt.resolved_services(lab, store, ready)
     return RecordSet(dnsc.service_records(resolved), dnsc.pod_records(lab), lab.cluster.networking.dns_domain,
                      serial=int(time.time()))
 
@@ -39,16 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", required=True)
     ap.add_argument("--port", type=int, default=53)
     a = ap.parse_args(argv)
-    labrt.load_when_saved(a.lab)[1].close()
-    records = build(a.lab)
+    lab, store = labrt.load_when_saved(a.lab)
+    ready = labrt.ready_pods(lab, store)
+    seen = store.revision
+    records = build(lab, store, ready)
     server = ClusterDNSServer(records, "0.0.0.0", a.port).start()
     stdout_log(f".:{a.port} on 0.0.0.0 (udp, tcp)")
     stdout_log(f"CoreDNS-podnet  zone {records.domain} ({len(records.services)} services, {len(records.pods)} pods)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    _, store = labrt.load(a.lab)
-    seen = store.revision
     last = time.monotonic()
     signature = _signature(records)
     while not stop.wait(POLL):
@@ -56,11 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         if rev == seen and time.monotonic() - last < READINESS:
             continue
         try:
-            fresh = build(a.lab)
+            if rev != seen:
+                lab, fresh_store = labrt.load(a.lab)
+                fresh_store.close()
+            now_ready = labrt.ready_pods(lab, store)
+            last = time.monotonic()
+            if rev == seen and now_ready == ready:
+                continue   # same objects, same ready pods: same records
+            fresh = build(lab, store, now_ready)
         except Exception as e:   # keep answering from the last good set, and say why
             stdout_log(f"[ERROR] plugin/kubernetes: {e}")
             continue
-        seen, last = rev, time.monotonic()
+        seen, ready = rev, now_ready
         sig = _signature(fresh)
         if sig != signature:
             server.update(fresh)

@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     ports: list[ServicePortInfo] | None = None
     seen_rev = -1
     last_ready = last_canary = 0.0
+    ready: set[str] | None = None
     while True:
         now = time.monotonic()
         rev = store.revision
@@ -141,7 +142,11 @@ def main(argv: list[str] | None = None) -> None:
                 if rev != seen_rev:
                     lab, fresh = labrt.load(a.lab)
                     fresh.close()
-                new_ports = labrt.resolved_services(lab, store).ports()
+                now_ready = labrt.ready_pods(lab, store)
+                # nothing moved (same objects, same ready pods): no need to resolve the Services again
+                new_ports = ports if (rev == seen_rev and now_ready == ready and not full and ports is not None) \
+                    else labrt.resolved_services(lab, store, now_ready).ports()
+                ready = now_ready
                 if new_ports != ports or full:
                     t0 = time.monotonic()
                     lines = proxier.sync(new_ports, full=full)

@@ -449,9 +449,10 @@ def ready_pods(lab: Lab, store: Store) -> set[str]:
     return out
 
 
-def resolved_services(lab: Lab, store: Store) -> ResolvedServices:
-    """The lab's Services with EndpointSlices derived from the pods that are ready right now."""
-    ready = ready_pods(lab, store)
+def resolved_services(lab: Lab, store: Store, ready: set[str] | None = None) -> ResolvedServices:
+    """The lab's Services with EndpointSlices derived from the pods that are ready (``ready``: pod keys,
+    default: :func:`ready_pods` now)."""
+    ready = ready_pods(lab, store) if ready is None else ready
     return resolve_services(lab, ready=lambda p: p.key in ready)
 
 
