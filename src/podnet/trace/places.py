@@ -116,13 +116,12 @@ class Places:
 # -- from a lab ------------------------------------------------------------------------------------
 def from_lab(lab: Any) -> Places:
     """Places of a running lab (``podnet.model.lab.Lab``), with its Services."""
-    from podnet.dns.resolve import kubernetes_resolv_conf
+    from podnet.compile.dns import resolv_conf
     from podnet.model import names
     from podnet.model.services import resolve_services
 
     net = lab.cluster.networking
-    domain = getattr(net, "dns_domain", None) or "cluster.local"
-    dns_ip = str(getattr(net, "dns_ip", None) or "10.96.0.10")
+    domain = net.dns_domain
     places: dict[str, Place] = {}
     places[names.underlay_ns(lab.name)] = Place(names.underlay_ns(lab.name), "underlay", "underlay", "underlay")
     for n in lab.nodes:
@@ -136,8 +135,7 @@ def from_lab(lab: Any) -> Places:
     for p in lab.pods:
         if p.host_network:
             continue
-        places[p.netns] = Place(p.netns, "pod", f"{p.namespace}/{p.name}", p.node, str(p.ip),
-                                kubernetes_resolv_conf(p.namespace, domain, dns_ip))
+        places[p.netns] = Place(p.netns, "pod", f"{p.namespace}/{p.name}", p.node, str(p.ip), resolv_conf(lab, p))
     services: list[ServicePort] = []
     try:
         for sp in resolve_services(lab).ports():
