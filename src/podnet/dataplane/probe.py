@@ -22,10 +22,13 @@ INIT-ACK/ABORT or ICMP "protocol unreachable" is the answer.)
 from __future__ import annotations
 
 import errno
+import itertools
+import random
 import secrets
 import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -89,11 +92,31 @@ def probe_tcp(ns: str, dst: str, port: int, timeout: float) -> ProbeResult:
         s.close()
 
 
+# UDP has no handshake: conntrack keeps a flow that got an answer ESTABLISHED for minutes, and replies of
+# established flows always pass a policy. A probe that reused an earlier probe's source port would ride
+# that entry and pass a policy that denies new flows. So each probe of a process gets its own port.
+_UDP_PORTS = range(40000, 60000)
+_udp_next = itertools.count(random.randrange(len(_UDP_PORTS)))
+_udp_lock = threading.Lock()
+
+
+def _udp_source_port() -> int:
+    with _udp_lock:
+        return _UDP_PORTS[next(_udp_next) % len(_UDP_PORTS)]
+
+
 def probe_udp(ns: str, dst: str, port: int, timeout: float) -> ProbeResult:
     t0 = time.monotonic()
     s = _socket(ns, socket.SOCK_DGRAM)
     try:
         s.settimeout(timeout)
+        for _ in range(8):   # a port some other socket holds: take the next one
+            try:
+                s.bind(("0.0.0.0", _udp_source_port()))
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
         s.connect((dst, port))
         s.send(PAYLOAD)
         data = s.recv(4096)
